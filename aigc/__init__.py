@@ -1,0 +1,1 @@
+"""The `aigc` command line."""

@@ -1,0 +1,142 @@
+"""`aigc`: the command line of aigc-pipeline.
+
+Thin: settings, progress and output; flows do the work.
+
+Everything the CLI prints for people goes to stderr (progress, errors); stdout carries the
+summary table, or with --json exactly one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aigc_core.paths import Home
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Data -> generative models -> curated content, orchestrated by Prefect.")
+err = Console(stderr=True)
+out = Console()
+
+STAGES = ["ingest", "validate", "train", "evaluate", "register", "generate", "curate"]
+
+
+def _settings(home: Home, verbose: bool) -> None:
+    """Embedded-mode settings, applied before Prefect or MLflow are imported. Values the user
+    has already set (e.g. PREFECT_API_URL for served mode) win."""
+    os.environ["AIGC_HOME"] = str(home.root)
+    defaults = {
+        "PREFECT_HOME": str(home.prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO" if verbose else "CRITICAL",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        "GX_ANALYTICS_ENABLED": "false",
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_LOGGING_LEVEL": "INFO" if verbose else "WARNING",
+    }
+    for k, v in defaults.items():
+        os.environ.setdefault(k, v)
+    if verbose:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    else:  # no root handler: only warnings reach the console (through logging.lastResort)
+        warnings.filterwarnings("ignore")
+
+
+class _RichReporter:
+    """Feeds aigc_core.progress reports into one Rich progress display."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, completed: int, total: int | None) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        self.progress.update(self.tasks[stage], completed=completed, total=total)
+
+
+@app.callback()
+def main() -> None:
+    """aigc-pipeline: data -> generative models -> curated content."""
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def run(
+    preset: str = typer.Option("cpu", help="Training preset: smoke (seconds), cpu (minutes), "
+                               "seed (the seed's full recipe, for a GPU)."),
+    dataset: str = typer.Option("digits", help="Built-in dataset to ingest."),
+    n: int = typer.Option(256, "--n", min=1, help="Images to generate from the champion."),
+    seed: int = typer.Option(0, help="Seed of the content batch."),
+    min_confidence: float = typer.Option(0.9, min=0.0, max=1.0,
+                                         help="Curation: keep images the evaluator recognizes "
+                                              "with at least this confidence."),
+    home: Path = typer.Option(None, envvar="AIGC_HOME",
+                              help="Where snapshots, MLflow and content go [default: ./.aigc]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
+) -> None:
+    """Run the nightly pipeline once, embedded: ingest, validate, train, evaluate, register,
+    promote, generate and curate."""
+    h = Home.resolve(home)
+    try:
+        h.ensure()
+    except OSError as e:
+        raise _fail(f"cannot use {h.root} as the aigc home: {e}", 2) from None
+    _settings(h, verbose)
+    from aigc_core import progress as core_progress
+    from aigc_core.training.gan import PRESETS
+    if preset not in PRESETS:
+        raise _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}", 2)
+
+    with err.status("starting Prefect and MLflow...", spinner="dots"):
+        from data_contracts import ContractViolation
+        from flows.nightly import nightly_retrain
+
+    columns = [TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn()]
+    try:
+        with Progress(*columns, console=err, transient=False) as bar:
+            core_progress.set_reporter(_RichReporter(bar))
+            summary = nightly_retrain(dataset=dataset, preset=preset, n_generate=n, seed=seed,
+                                      min_confidence=min_confidence, home=str(h.root))
+    except ContractViolation as e:
+        raise _fail(f"validate: {e}\nNothing was trained or registered.") from None
+    except Exception as e:  # the CLI owns the console: one clear line, details with -v
+        if verbose:
+            err.print_exception()
+        raise _fail(f"{type(e).__name__}: {e}") from None
+    finally:
+        core_progress.set_reporter(None)
+
+    if as_json:
+        print(json.dumps(summary, sort_keys=True))
+        return
+    table = Table(title="aigc run", show_header=False)
+    for k in ("snapshot_id", "run_id", "model_name", "model_version", "promoted",
+              "promotion_reason", "champion_version", "fid", "fid_floor", "evaluator_accuracy",
+              "batch_id", "batch_dir", "n_generated", "n_kept", "device"):
+        v = summary[k]
+        table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
+    out.print(table)
+    out.print(f"contact sheet: {Path(summary['batch_dir']) / 'contact_sheet.png'}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Data sources, preprocessing and content-addressed Parquet snapshots."""

@@ -1,0 +1,1 @@
+"""Evaluation: the evaluator classifier, FID in its feature space, and related scores."""

@@ -1,0 +1,1 @@
+"""Batched sampling from trained generators (tensor in, tensor out)."""

@@ -1,0 +1,43 @@
+"""Save and rebuild models: safetensors weights plus a JSON config. Nothing is pickled."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from aigc_core.atomic import write_bytes_atomic
+from aigc_core.evaluation.classifier import Classifier, ClassifierConfig
+from aigc_core.models.dcgan import DCGANConfig, Generator
+
+WEIGHTS = "weights.safetensors"
+CONFIG = "config.json"
+
+# config["family"] -> (config dataclass, module class built from it)
+_FAMILIES = {"dcgan": (DCGANConfig, Generator), "classifier": (ClassifierConfig, Classifier)}
+
+
+def save_model(directory: Path, module: torch.nn.Module, config: dict) -> dict[str, Path]:
+    """Write `weights.safetensors` and `config.json` (with a "family" key) into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    tmp = directory / f".{WEIGHTS}.tmp"
+    save_file(state, tmp)
+    os.replace(tmp, directory / WEIGHTS)
+    write_bytes_atomic(directory / CONFIG, json.dumps(config, indent=2).encode())
+    return {"weights": directory / WEIGHTS, "config": directory / CONFIG}
+
+
+def load_model(weights: Path, config: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild the module named by the config's family and load its weights (eval mode)."""
+    cfg = json.loads(Path(config).read_text())
+    family = cfg.pop("family", None)
+    if family not in _FAMILIES:
+        raise ValueError(f"{config}: unknown model family {family!r}; known: {sorted(_FAMILIES)}")
+    cfg_cls, module_cls = _FAMILIES[family]
+    module = module_cls(cfg_cls(**cfg))
+    module.load_state_dict(load_file(str(weights), device=str(device)))
+    return module.to(device).eval()

@@ -1,0 +1,1 @@
+"""Training loops: small functions that return losses; the caller owns IO and tracking."""

@@ -1,0 +1,90 @@
+"""The contract for image snapshots.
+
+GX validates a per-row profile of the snapshot (one row per image: label, split, shape, pixel
+extremes, count of non-finite pixels) rather than the raw pixel lists, which keeps every property
+a plain column check. One expectation per property; the comment names what it guards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+BLOCK, WARN = "block", "warn"
+
+
+def profile(table: pa.Table) -> pd.DataFrame:
+    """One row per image with the columns the suite checks."""
+    n = table.num_rows
+    pixels = table.column("pixels").combine_chunks()
+    lengths = pixels.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    flat = pixels.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
+    finite = np.isfinite(flat)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    pmin, pmax = np.full(n, np.inf), np.full(n, -np.inf)
+    nonfinite = np.zeros(n, dtype=np.int64)
+    rows = lengths > 0  # reduceat over the starts of non-empty rows covers exactly each row
+    if rows.any():
+        s = starts[rows]
+        pmin[rows] = np.minimum.reduceat(np.where(finite, flat, np.inf), s)
+        pmax[rows] = np.maximum.reduceat(np.where(finite, flat, -np.inf), s)
+        nonfinite[rows] = np.add.reduceat((~finite).astype(np.int64), s)
+    return pd.DataFrame({
+        "id": table.column("id").to_pandas(),
+        "split": table.column("split").to_pandas(),
+        "label": table.column("label").to_pandas(),
+        "height": table.column("height").to_numpy(),
+        "width": table.column("width").to_numpy(),
+        "channels": table.column("channels").to_numpy(),
+        "n_values": lengths,
+        "n_nonfinite": nonfinite,
+        # no finite pixel at all: leave the extremes empty (n_nonfinite reports the row)
+        "pixel_min": np.where(np.isinf(pmin), np.nan, pmin),
+        "pixel_max": np.where(np.isinf(pmax), np.nan, pmax),
+    })
+
+
+def expectations(manifest: dict) -> list:
+    """The suite for an image snapshot whose manifest declares its shape and label set."""
+    import great_expectations.expectations as gxe
+
+    c, h, w = manifest["image_shape"]
+    labels = manifest["label_set"]
+
+    def meta(guards: str, severity: str = BLOCK) -> dict:
+        return {"guards": guards, "severity": severity}
+
+    return [
+        # an empty snapshot passes every per-row check below: demand rows
+        gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=meta("empty dataset")),
+        # training and the evaluator both need data in each split
+        gxe.ExpectColumnDistinctValuesToContainSet(
+            column="split", value_set=["train", "validation"],
+            meta=meta("an empty train or validation split")),
+        # splits are only these two names
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "validation"],
+                                        meta=meta("unknown split names")),
+        # an unlabeled image cannot train or score the evaluator
+        gxe.ExpectColumnValuesToNotBeNull(column="label", meta=meta("missing labels")),
+        # labels outside the declared set break the classifier head
+        gxe.ExpectColumnValuesToBeInSet(column="label", value_set=labels,
+                                        meta=meta("labels out of range")),
+        # NaN or inf pixels poison every gradient
+        gxe.ExpectColumnValuesToBeBetween(column="n_nonfinite", min_value=0, max_value=0,
+                                          meta=meta("NaN or infinite pixels")),
+        # preprocessing normalizes pixels to [0, 1]
+        gxe.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0.0,
+                                          meta=meta("pixels below 0")),
+        gxe.ExpectColumnValuesToBeBetween(column="pixel_max", max_value=1.0,
+                                          meta=meta("pixels above 1")),
+        # every image has the declared shape, and its pixel list matches that shape
+        gxe.ExpectColumnValuesToBeInSet(column="height", value_set=[h], meta=meta("wrong height")),
+        gxe.ExpectColumnValuesToBeInSet(column="width", value_set=[w], meta=meta("wrong width")),
+        gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[c],
+                                        meta=meta("wrong channel count")),
+        gxe.ExpectColumnValuesToBeInSet(column="n_values", value_set=[c * h * w],
+                                        meta=meta("pixel list length does not match the shape")),
+        # ids are content hashes: a repeat is an exact duplicate image
+        gxe.ExpectColumnValuesToBeUnique(column="id", meta=meta("duplicate images", WARN)),
+    ]

@@ -1,0 +1,61 @@
+"""The nightly path: data -> model -> registry -> content, as one Prefect flow."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from aigc_core.paths import Home
+from tasks.content import curate, generate
+from tasks.data import ingest, validate
+from tasks.evaluation import evaluate
+from tasks.registry import promote, register
+from tasks.training import train
+
+
+@flow(name="nightly-retrain")
+def nightly_retrain(
+    dataset: str = "digits",
+    preset: str = "smoke",
+    family: str = "dcgan",
+    n_generate: int = 256,
+    seed: int = 0,
+    min_confidence: float = 0.9,
+    home: str | None = None,
+) -> dict:
+    home = str(Home.resolve(home).root)
+
+    # 1-2. data: snapshot, then the contract gate (raises on a blocking failure)
+    snapshot = ingest(dataset, home)
+    validate(snapshot["snapshot_id"], home)
+
+    # 3-4. model: train, then score against held-out data
+    trained = train(snapshot["snapshot_id"], preset, home, family=family)
+    metrics = evaluate(trained, home)
+
+    # 5-6. registry: new version as challenger; champion only if it wins
+    registered = register(trained, metrics, home)
+    decision = promote(registered, metrics, family, home)
+
+    # 7-8. content: a batch from the champion, scored and filtered
+    generated = generate(trained["model_name"], n_generate, seed, min_confidence, home)
+    batch = curate(generated, home)
+
+    return {
+        "snapshot_id": snapshot["snapshot_id"],
+        "snapshot_created": snapshot["created"],
+        "run_id": trained["run_id"],
+        "model_name": registered["model_name"],
+        "model_version": registered["version"],
+        "promoted": decision["promoted"],
+        "promotion_reason": decision["reason"],
+        "champion_version": decision["champion_version"],
+        "fid": metrics["fid"],
+        "fid_floor": metrics["fid_floor"],
+        "evaluator_accuracy": metrics["evaluator_accuracy"],
+        "batch_id": batch["batch_id"],
+        "batch_dir": generated["batch_dir"],
+        "batch_model_version": batch["model_version"],
+        "n_generated": batch["n_generated"],
+        "n_kept": batch["n_kept"],
+        "device": trained["device"],
+    }
