@@ -22,8 +22,11 @@ from rich.table import Table
 
 from aigc_core.paths import Home
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Data -> generative models -> curated content, orchestrated by Prefect.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Data -> generative models -> curated content, orchestrated by Prefect.",
+)
 err = Console(stderr=True)
 out = Console()
 
@@ -48,8 +51,11 @@ def _settings(home: Home, verbose: bool) -> None:
     for k, v in defaults.items():
         os.environ.setdefault(k, v)
     if verbose:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
     else:  # no root handler: only warnings reach the console (through logging.lastResort)
         warnings.filterwarnings("ignore")
 
@@ -79,16 +85,23 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 @app.command()
 def run(
-    preset: str = typer.Option("cpu", help="Training preset: smoke (seconds), cpu (minutes), "
-                               "seed (the seed's full recipe, for a GPU)."),
+    preset: str = typer.Option(
+        "cpu",
+        help="Training preset: smoke (seconds), cpu (minutes), "
+        "seed (the seed's full recipe, for a GPU).",
+    ),
     dataset: str = typer.Option("digits", help="Built-in dataset to ingest."),
     n: int = typer.Option(256, "--n", min=1, help="Images to generate from the champion."),
     seed: int = typer.Option(0, help="Seed of the content batch."),
-    min_confidence: float = typer.Option(0.9, min=0.0, max=1.0,
-                                         help="Curation: keep images the evaluator recognizes "
-                                              "with at least this confidence."),
-    home: Path = typer.Option(None, envvar="AIGC_HOME",
-                              help="Where snapshots, MLflow and content go [default: ./.aigc]."),
+    min_confidence: float = typer.Option(
+        0.9,
+        min=0.0,
+        max=1.0,
+        help="Curation: keep images the evaluator recognizes with at least this confidence.",
+    ),
+    home: Path = typer.Option(
+        None, envvar="AIGC_HOME", help="Where snapshots, MLflow and content go [default: ./.aigc]."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
 ) -> None:
@@ -102,6 +115,7 @@ def run(
     _settings(h, verbose)
     from aigc_core import progress as core_progress
     from aigc_core.training.gan import PRESETS
+
     if preset not in PRESETS:
         raise _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}", 2)
 
@@ -109,13 +123,23 @@ def run(
         from data_contracts import ContractViolation
         from flows.nightly import nightly_retrain
 
-    columns = [TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn()]
+    columns = [
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
     try:
         with Progress(*columns, console=err, transient=False) as bar:
             core_progress.set_reporter(_RichReporter(bar))
-            summary = nightly_retrain(dataset=dataset, preset=preset, n_generate=n, seed=seed,
-                                      min_confidence=min_confidence, home=str(h.root))
+            summary = nightly_retrain(
+                dataset=dataset,
+                preset=preset,
+                n_generate=n,
+                seed=seed,
+                min_confidence=min_confidence,
+                home=str(h.root),
+            )
     except ContractViolation as e:
         raise _fail(f"validate: {e}\nNothing was trained or registered.") from None
     except Exception as e:  # the CLI owns the console: one clear line, details with -v
@@ -129,9 +153,23 @@ def run(
         print(json.dumps(summary, sort_keys=True))
         return
     table = Table(title="aigc run", show_header=False)
-    for k in ("snapshot_id", "run_id", "model_name", "model_version", "promoted",
-              "promotion_reason", "champion_version", "fid", "fid_floor", "evaluator_accuracy",
-              "batch_id", "batch_dir", "n_generated", "n_kept", "device"):
+    for k in (
+        "snapshot_id",
+        "run_id",
+        "model_name",
+        "model_version",
+        "promoted",
+        "promotion_reason",
+        "champion_version",
+        "fid",
+        "fid_floor",
+        "evaluator_accuracy",
+        "batch_id",
+        "batch_dir",
+        "n_generated",
+        "n_kept",
+        "device",
+    ):
         v = summary[k]
         table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
     out.print(table)

@@ -51,8 +51,11 @@ def contact_sheet(
         tile = Image.fromarray(img).convert("RGB").resize((w * scale, h * scale), Image.NEAREST)
         sheet.paste(tile, (x0 + pad, y0 + pad))
         if marks is not None and not marks[i]:
-            draw.rectangle([x0 + 1, y0 + 1, x0 + cell_w - 2, y0 + h * scale + 2 * pad - 2],
-                           outline=(220, 30, 30), width=2)
+            draw.rectangle(
+                [x0 + 1, y0 + 1, x0 + cell_w - 2, y0 + h * scale + 2 * pad - 2],
+                outline=(220, 30, 30),
+                width=2,
+            )
         if captions:
             draw.text((x0 + pad, y0 + h * scale + pad), captions[i], fill=(40, 40, 40))
     return sheet

@@ -57,7 +57,13 @@ class Home:
         return f"sqlite:///{self.mlflow_db}"
 
     def ensure(self) -> Home:
-        for p in (self.datasets, self.content, self.runs, self.evaluators, self.mlflow_artifacts,
-                  self.prefect_home):
+        for p in (
+            self.datasets,
+            self.content,
+            self.runs,
+            self.evaluators,
+            self.mlflow_artifacts,
+            self.prefect_home,
+        ):
             p.mkdir(parents=True, exist_ok=True)
         return self

@@ -43,7 +43,13 @@ def decide(
     gain = (champ - cand) if policy.lower_is_better else (cand - champ)
     better = "lower" if policy.lower_is_better else "higher"
     if gain > policy.min_improvement:
-        return Decision(True, f"{m} {cand:.4g} beats {who} {champ:.4g} ({better} is better, "
-                              f"margin {gain:.4g} > {policy.min_improvement:g})")
-    return Decision(False, f"{m} {cand:.4g} does not beat {who} {champ:.4g} ({better} is better, "
-                           f"needs a margin > {policy.min_improvement:g})")
+        return Decision(
+            True,
+            f"{m} {cand:.4g} beats {who} {champ:.4g} ({better} is better, "
+            f"margin {gain:.4g} > {policy.min_improvement:g})",
+        )
+    return Decision(
+        False,
+        f"{m} {cand:.4g} does not beat {who} {champ:.4g} ({better} is better, "
+        f"needs a margin > {policy.min_improvement:g})",
+    )

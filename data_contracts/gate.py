@@ -33,8 +33,11 @@ class Check:
 
     def describe(self) -> str:
         where = f" on column {self.column!r}" if self.column else ""
-        detail = (f"{self.unexpected_count} rows unexpected" if self.unexpected_count is not None
-                  else f"observed {self.observed!r}")
+        detail = (
+            f"{self.unexpected_count} rows unexpected"
+            if self.unexpected_count is not None
+            else f"observed {self.observed!r}"
+        )
         ex = f", e.g. {self.examples[:3]}" if self.examples else ""
         return f"[{self.severity}] {self.expectation}{where} ({self.guards}): {detail}{ex}"
 
@@ -59,19 +62,30 @@ class ValidationReport:
         return not self.blocking_failures
 
     def to_dict(self) -> dict:
-        return {"snapshot_id": self.snapshot_id, "suite": self.suite, "rows": self.rows,
-                "success": self.success,
-                "checks": [{k: (v if k != "observed" else repr(v)) for k, v in c.__dict__.items()}
-                           for c in self.checks]}
+        return {
+            "snapshot_id": self.snapshot_id,
+            "suite": self.suite,
+            "rows": self.rows,
+            "success": self.success,
+            "checks": [
+                {k: (v if k != "observed" else repr(v)) for k, v in c.__dict__.items()}
+                for c in self.checks
+            ],
+        }
 
     def markdown(self) -> str:
-        lines = [f"# Data contract `{self.suite}` on snapshot `{self.snapshot_id}`",
-                 f"{self.rows} rows; **{'passed' if self.success else 'FAILED'}**", "",
-                 "| result | severity | expectation | column | guards | unexpected |",
-                 "|---|---|---|---|---|---|"]
+        lines = [
+            f"# Data contract `{self.suite}` on snapshot `{self.snapshot_id}`",
+            f"{self.rows} rows; **{'passed' if self.success else 'FAILED'}**",
+            "",
+            "| result | severity | expectation | column | guards | unexpected |",
+            "|---|---|---|---|---|---|",
+        ]
         for c in self.checks:
-            lines.append(f"| {'ok' if c.success else 'FAIL'} | {c.severity} | {c.expectation} | "
-                         f"{c.column or ''} | {c.guards} | {c.unexpected_count or ''} |")
+            lines.append(
+                f"| {'ok' if c.success else 'FAIL'} | {c.severity} | {c.expectation} | "
+                f"{c.column or ''} | {c.guards} | {c.unexpected_count or ''} |"
+            )
         return "\n".join(lines)
 
 
@@ -81,9 +95,11 @@ class ContractViolation(Exception):
     def __init__(self, report: ValidationReport):
         self.report = report
         failed = "\n".join(f"  - {c.describe()}" for c in report.blocking_failures)
-        super().__init__(f"snapshot {report.snapshot_id} failed its data contract "
-                         f"'{report.suite}' ({len(report.blocking_failures)} blocking "
-                         f"expectation(s) failed):\n{failed}")
+        super().__init__(
+            f"snapshot {report.snapshot_id} failed its data contract "
+            f"'{report.suite}' ({len(report.blocking_failures)} blocking "
+            f"expectation(s) failed):\n{failed}"
+        )
 
 
 def _context():
@@ -96,29 +112,39 @@ def _context():
     return ctx
 
 
-def run_suite(df: pd.DataFrame, suite_name: str, expectations: list, snapshot_id: str
-              ) -> ValidationReport:
+def run_suite(
+    df: pd.DataFrame, suite_name: str, expectations: list, snapshot_id: str
+) -> ValidationReport:
     import great_expectations as gx
 
     ctx = _context()
-    batch = (ctx.data_sources.add_pandas(suite_name).add_dataframe_asset(suite_name)
-             .add_batch_definition_whole_dataframe(suite_name))
+    batch = (
+        ctx.data_sources.add_pandas(suite_name)
+        .add_dataframe_asset(suite_name)
+        .add_batch_definition_whole_dataframe(suite_name)
+    )
     suite = ctx.suites.add(gx.ExpectationSuite(name=suite_name))
     for e in expectations:
         suite.add_expectation(e)
-    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=suite_name, data=batch,
-                                                                suite=suite))
+    vd = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name=suite_name, data=batch, suite=suite)
+    )
     result = vd.run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
     checks = []
     for r in result.results:
         cfg, res = r.expectation_config, r.result or {}
-        checks.append(Check(
-            expectation=cfg.type, column=cfg.kwargs.get("column"),
-            guards=(cfg.meta or {}).get("guards", ""),
-            severity=(cfg.meta or {}).get("severity", images.BLOCK),
-            success=bool(r.success), unexpected_count=res.get("unexpected_count"),
-            observed=res.get("observed_value"),
-            examples=list(res.get("partial_unexpected_list") or [])[:5]))
+        checks.append(
+            Check(
+                expectation=cfg.type,
+                column=cfg.kwargs.get("column"),
+                guards=(cfg.meta or {}).get("guards", ""),
+                severity=(cfg.meta or {}).get("severity", images.BLOCK),
+                success=bool(r.success),
+                unexpected_count=res.get("unexpected_count"),
+                observed=res.get("observed_value"),
+                examples=list(res.get("partial_unexpected_list") or [])[:5],
+            )
+        )
     return ValidationReport(snapshot_id, suite_name, len(df), checks)
 
 
@@ -129,8 +155,9 @@ def validate_snapshot(table: pa.Table, manifest: dict) -> ValidationReport:
     if kind not in SUITES:
         raise ValueError(f"no data contract for snapshot kind {kind!r}; known: {sorted(SUITES)}")
     module = SUITES[kind]
-    report = run_suite(module.profile(table), f"{kind}_snapshot", module.expectations(manifest),
-                       manifest["id"])
+    report = run_suite(
+        module.profile(table), f"{kind}_snapshot", module.expectations(manifest), manifest["id"]
+    )
     for c in report.warnings:
         log.warning("data contract warning: %s", c.describe())
     if not report.success:

@@ -30,19 +30,21 @@ def profile(table: pa.Table) -> pd.DataFrame:
         pmin[rows] = np.minimum.reduceat(np.where(finite, flat, np.inf), s)
         pmax[rows] = np.maximum.reduceat(np.where(finite, flat, -np.inf), s)
         nonfinite[rows] = np.add.reduceat((~finite).astype(np.int64), s)
-    return pd.DataFrame({
-        "id": table.column("id").to_pandas(),
-        "split": table.column("split").to_pandas(),
-        "label": table.column("label").to_pandas(),
-        "height": table.column("height").to_numpy(),
-        "width": table.column("width").to_numpy(),
-        "channels": table.column("channels").to_numpy(),
-        "n_values": lengths,
-        "n_nonfinite": nonfinite,
-        # no finite pixel at all: leave the extremes empty (n_nonfinite reports the row)
-        "pixel_min": np.where(np.isinf(pmin), np.nan, pmin),
-        "pixel_max": np.where(np.isinf(pmax), np.nan, pmax),
-    })
+    return pd.DataFrame(
+        {
+            "id": table.column("id").to_pandas(),
+            "split": table.column("split").to_pandas(),
+            "label": table.column("label").to_pandas(),
+            "height": table.column("height").to_numpy(),
+            "width": table.column("width").to_numpy(),
+            "channels": table.column("channels").to_numpy(),
+            "n_values": lengths,
+            "n_nonfinite": nonfinite,
+            # no finite pixel at all: leave the extremes empty (n_nonfinite reports the row)
+            "pixel_min": np.where(np.isinf(pmin), np.nan, pmin),
+            "pixel_max": np.where(np.isinf(pmax), np.nan, pmax),
+        }
+    )
 
 
 def expectations(manifest: dict) -> list:
@@ -60,31 +62,42 @@ def expectations(manifest: dict) -> list:
         gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=meta("empty dataset")),
         # training and the evaluator both need data in each split
         gxe.ExpectColumnDistinctValuesToContainSet(
-            column="split", value_set=["train", "validation"],
-            meta=meta("an empty train or validation split")),
+            column="split",
+            value_set=["train", "validation"],
+            meta=meta("an empty train or validation split"),
+        ),
         # splits are only these two names
-        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "validation"],
-                                        meta=meta("unknown split names")),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="split", value_set=["train", "validation"], meta=meta("unknown split names")
+        ),
         # an unlabeled image cannot train or score the evaluator
         gxe.ExpectColumnValuesToNotBeNull(column="label", meta=meta("missing labels")),
         # labels outside the declared set break the classifier head
-        gxe.ExpectColumnValuesToBeInSet(column="label", value_set=labels,
-                                        meta=meta("labels out of range")),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="label", value_set=labels, meta=meta("labels out of range")
+        ),
         # NaN or inf pixels poison every gradient
-        gxe.ExpectColumnValuesToBeBetween(column="n_nonfinite", min_value=0, max_value=0,
-                                          meta=meta("NaN or infinite pixels")),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="n_nonfinite", min_value=0, max_value=0, meta=meta("NaN or infinite pixels")
+        ),
         # preprocessing normalizes pixels to [0, 1]
-        gxe.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0.0,
-                                          meta=meta("pixels below 0")),
-        gxe.ExpectColumnValuesToBeBetween(column="pixel_max", max_value=1.0,
-                                          meta=meta("pixels above 1")),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="pixel_min", min_value=0.0, meta=meta("pixels below 0")
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="pixel_max", max_value=1.0, meta=meta("pixels above 1")
+        ),
         # every image has the declared shape, and its pixel list matches that shape
         gxe.ExpectColumnValuesToBeInSet(column="height", value_set=[h], meta=meta("wrong height")),
         gxe.ExpectColumnValuesToBeInSet(column="width", value_set=[w], meta=meta("wrong width")),
-        gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[c],
-                                        meta=meta("wrong channel count")),
-        gxe.ExpectColumnValuesToBeInSet(column="n_values", value_set=[c * h * w],
-                                        meta=meta("pixel list length does not match the shape")),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="channels", value_set=[c], meta=meta("wrong channel count")
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="n_values",
+            value_set=[c * h * w],
+            meta=meta("pixel list length does not match the shape"),
+        ),
         # ids are content hashes: a repeat is an exact duplicate image
         gxe.ExpectColumnValuesToBeUnique(column="id", meta=meta("duplicate images", WARN)),
     ]

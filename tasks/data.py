@@ -25,13 +25,27 @@ def ingest(dataset: str, home: str, validation_fraction: float = 0.2) -> dict:
     table = image_table(data, validation_fraction)
     params = {**data.params, "validation_fraction": validation_fraction}
     n, c, hh, w = data.pixels.shape
-    snap = write_snapshot(h.datasets, dataset, table, kind="image", source=data.source,
-                          params=params, extra={"image_shape": [c, hh, w],
-                                                "label_set": list(range(len(data.label_names))),
-                                                "label_names": data.label_names})
+    snap = write_snapshot(
+        h.datasets,
+        dataset,
+        table,
+        kind="image",
+        source=data.source,
+        params=params,
+        extra={
+            "image_shape": [c, hh, w],
+            "label_set": list(range(len(data.label_names))),
+            "label_names": data.label_names,
+        },
+    )
     progress.report("ingest", 1, 1)
-    return {"snapshot_id": snap.id, "dataset": dataset, "path": str(snap.path),
-            "rows": snap.manifest["num_rows"], "created": snap.created}
+    return {
+        "snapshot_id": snap.id,
+        "dataset": dataset,
+        "path": str(snap.path),
+        "rows": snap.manifest["num_rows"],
+        "created": snap.created,
+    }
 
 
 @task(name="validate")
@@ -42,11 +56,20 @@ def validate(snapshot_id: str, home: str) -> dict:
     try:
         report = validate_snapshot(read_table(snap), snap.manifest)
     except ContractViolation as e:
-        create_markdown_artifact(e.report.markdown(), key="data-contract",
-                                 description=f"data contract of {snapshot_id}: failed")
+        create_markdown_artifact(
+            e.report.markdown(),
+            key="data-contract",
+            description=f"data contract of {snapshot_id}: failed",
+        )
         raise
-    create_markdown_artifact(report.markdown(), key="data-contract",
-                             description=f"data contract of {snapshot_id}: passed")
+    create_markdown_artifact(
+        report.markdown(),
+        key="data-contract",
+        description=f"data contract of {snapshot_id}: passed",
+    )
     progress.report("validate", 1, 1)
-    return {"snapshot_id": snapshot_id, "success": report.success,
-            "warnings": [c.describe() for c in report.warnings]}
+    return {
+        "snapshot_id": snapshot_id,
+        "success": report.success,
+        "warnings": [c.describe() for c in report.warnings],
+    }

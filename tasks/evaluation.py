@@ -34,15 +34,24 @@ def load_or_train_evaluator(home: Home, snapshot_id: str) -> tuple[Classifier, d
         x_tr, y_tr = image_arrays(table, "train")
         x_va, y_va = image_arrays(table, "validation")
         c, s = x_tr.shape[1], x_tr.shape[2]
-        cfg = ClassifierConfig(num_classes=len(snap.manifest["label_set"]), channels=c,
-                               image_size=s)
-        model, acc = train_classifier(torch.from_numpy(x_tr), torch.from_numpy(y_tr),
-                                      torch.from_numpy(x_va), torch.from_numpy(y_va), cfg)
+        cfg = ClassifierConfig(
+            num_classes=len(snap.manifest["label_set"]), channels=c, image_size=s
+        )
+        model, acc = train_classifier(
+            torch.from_numpy(x_tr),
+            torch.from_numpy(y_tr),
+            torch.from_numpy(x_va),
+            torch.from_numpy(y_va),
+            cfg,
+        )
         try:
             with staged_dir(path) as tmp:
                 save_model(tmp, model, cfg.to_dict())
-                (tmp / "metrics.json").write_text(json.dumps(
-                    {"accuracy": acc, "validation_images": len(x_va), "train_images": len(x_tr)}))
+                (tmp / "metrics.json").write_text(
+                    json.dumps(
+                        {"accuracy": acc, "validation_images": len(x_va), "train_images": len(x_tr)}
+                    )
+                )
         except FileExistsError:
             pass  # trained concurrently by another run: use theirs
     model = load_model(path / WEIGHTS, path / CONFIG)
@@ -83,6 +92,10 @@ def evaluate(trained: dict, home: str) -> dict:
         grid = to_uint8(fake[:64])
         tracking.log_image(run_id, contact_sheet(grid, cols=8, scale=3), "samples.png")
         progress.report("evaluate", 3, 3)
-    log.info("FID %.3f (floor %.3f), evaluator accuracy %.4f", metrics["fid"],
-             metrics["fid_floor"], metrics["evaluator_accuracy"])
+    log.info(
+        "FID %.3f (floor %.3f), evaluator accuracy %.4f",
+        metrics["fid"],
+        metrics["fid_floor"],
+        metrics["evaluator_accuracy"],
+    )
     return metrics

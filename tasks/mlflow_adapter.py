@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 EXPERIMENT = "aigc-nightly"
 CHAMPION, CHALLENGER = "champion", "challenger"
-PYFUNC_FILES = {"dcgan": Path(__file__).resolve().parents[1] / "aigc_core" / "serving"
-                / "image_generator.py"}
+PYFUNC_FILES = {
+    "dcgan": Path(__file__).resolve().parents[1] / "aigc_core" / "serving" / "image_generator.py"
+}
 
 
 def _mlflow():
@@ -56,8 +57,9 @@ def client():
 
 def start_run(run_name: str, tags: dict[str, str]) -> str:
     exp = client().get_experiment_by_name(EXPERIMENT)
-    run = client().create_run(exp.experiment_id, run_name=run_name,
-                              tags={k: str(v) for k, v in tags.items()})
+    run = client().create_run(
+        exp.experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()}
+    )
     return run.info.run_id
 
 
@@ -83,8 +85,9 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int | None = None)
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    client().log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0)
-                                        for k, v in metrics.items()])
+    client().log_batch(
+        run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+    )
 
 
 def log_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> None:
@@ -108,8 +111,13 @@ def log_dataset(run_id: str, df: pd.DataFrame, name: str, source: str, digest: s
     client().update_run(run_id, status="RUNNING")
 
 
-def log_model(run_id: str, family: str, artifacts: dict[str, Path],
-              input_example: pd.DataFrame, output_example: pd.DataFrame) -> str:
+def log_model(
+    run_id: str,
+    family: str,
+    artifacts: dict[str, Path],
+    input_example: pd.DataFrame,
+    output_example: pd.DataFrame,
+) -> str:
     """Log a pyfunc model from code; returns its URI."""
     mlflow = _mlflow()
     from mlflow.models import infer_signature
@@ -131,8 +139,10 @@ def log_model(run_id: str, family: str, artifacts: dict[str, Path],
 def _pip_requirements() -> list[str]:
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("mlflow", "torch", "safetensors", "numpy", "pandas",
-                                          "pillow")] + ["aigc-pipeline"]
+    return [
+        f"{p}=={version(p)}"
+        for p in ("mlflow", "torch", "safetensors", "numpy", "pandas", "pillow")
+    ] + ["aigc-pipeline"]
 
 
 def register(model_uri: str, name: str, tags: dict[str, str]) -> str:
@@ -183,8 +193,13 @@ def load_python_model(uri: str):
 
 def git_revision() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5, cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -32,11 +32,13 @@ def curate_images(images_u8: np.ndarray, probs: np.ndarray, policy: ImagePolicy)
         raise ValueError(f"{len(images_u8)} images but {len(probs)} probability rows")
     digests = [hashlib.sha256(img.tobytes()).hexdigest() for img in images_u8]
     confidence = probs.max(axis=1)
-    df = pd.DataFrame({
-        "digest": digests,
-        "predicted_label": probs.argmax(axis=1).astype(np.int16),
-        "confidence": confidence.astype(np.float32),
-    })
+    df = pd.DataFrame(
+        {
+            "digest": digests,
+            "predicted_label": probs.argmax(axis=1).astype(np.int16),
+            "confidence": confidence.astype(np.float32),
+        }
+    )
     reasons: list[list[str]] = [[] for _ in range(len(df))]
     for i in np.flatnonzero(confidence < policy.min_confidence):
         reasons[i].append(f"low_confidence<{policy.min_confidence:g}")

@@ -117,19 +117,27 @@ def write_snapshot(
         return Snapshot(sid, name, final, read_manifest(final), created=False)
 
     counts = {s: 0 for s in SPLITS}
-    for s, c in zip(*np.unique(table.column("split").to_numpy(zero_copy_only=False),
-                               return_counts=True), strict=True):
+    for s, c in zip(
+        *np.unique(table.column("split").to_numpy(zero_copy_only=False), return_counts=True),
+        strict=True,
+    ):
         counts[str(s)] = int(c)
     try:
         with staged_dir(final) as staging:
             files = []
             for i, start in enumerate(range(0, table.num_rows, rows_per_part)):
                 part = f"part-{i:05d}.parquet"
-                pq.write_table(table.slice(start, rows_per_part), staging / part,
-                               compression="zstd")
-                files.append({"path": part, "rows": min(rows_per_part, table.num_rows - start),
-                              "sha256": sha256_file(staging / part),
-                              "bytes": (staging / part).stat().st_size})
+                pq.write_table(
+                    table.slice(start, rows_per_part), staging / part, compression="zstd"
+                )
+                files.append(
+                    {
+                        "path": part,
+                        "rows": min(rows_per_part, table.num_rows - start),
+                        "sha256": sha256_file(staging / part),
+                        "bytes": (staging / part).stat().st_size,
+                    }
+                )
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "id": sid,
@@ -172,8 +180,10 @@ def read_table(snapshot: Snapshot, verify: bool = True) -> pa.Table:
     for f in snapshot.manifest["files"]:
         p = snapshot.path / f["path"]
         if verify and sha256_file(p) != f["sha256"]:
-            raise SnapshotError(f"{p} does not match the sha256 in its manifest: the snapshot "
-                                f"is corrupted; ingest the dataset again")
+            raise SnapshotError(
+                f"{p} does not match the sha256 in its manifest: the snapshot "
+                f"is corrupted; ingest the dataset again"
+            )
         parts.append(pq.read_table(p))
     return pa.concat_tables(parts)
 
@@ -185,9 +195,15 @@ def image_arrays(table: pa.Table, split: str | None = None) -> tuple[np.ndarray,
     n = table.num_rows
     if n == 0:
         raise SnapshotError(f"split {split!r} is empty")
-    shape = {(c, h, w) for c, h, w in zip(table.column("channels").to_pylist(),
-                                          table.column("height").to_pylist(),
-                                          table.column("width").to_pylist(), strict=True)}
+    shape = {
+        (c, h, w)
+        for c, h, w in zip(
+            table.column("channels").to_pylist(),
+            table.column("height").to_pylist(),
+            table.column("width").to_pylist(),
+            strict=True,
+        )
+    }
     if len(shape) != 1:
         raise SnapshotError(f"images have mixed shapes {sorted(shape)}; resize them at ingest")
     c, h, w = shape.pop()

@@ -35,11 +35,16 @@ class Classifier(nn.Module):
         self.cfg = cfg
         w, s = cfg.width, cfg.image_size // 4
         self.features = nn.Sequential(
-            nn.Conv2d(cfg.channels, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, W, 14, 14)
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 2W, 7, 7)
+            nn.Conv2d(cfg.channels, w, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, W, 14, 14)
+            nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, 2W, 7, 7)
             nn.Flatten(),
             nn.Dropout(0.25),
-            nn.Linear(2 * w * s * s, cfg.feature_dim), nn.ReLU(),  # (B, F)
+            nn.Linear(2 * w * s * s, cfg.feature_dim),
+            nn.ReLU(),  # (B, F)
         )
         self.head = nn.Linear(cfg.feature_dim, cfg.num_classes)
 
@@ -52,7 +57,7 @@ class Classifier(nn.Module):
         self.eval()
         feats, probs = [], []
         for i in range(0, len(x), batch_size):
-            f = self.features(x[i:i + batch_size])
+            f = self.features(x[i : i + batch_size])
             feats.append(f.double().numpy())
             probs.append(torch.softmax(self.head(f), dim=1).double().numpy())
         return np.concatenate(feats), np.concatenate(probs)
@@ -71,8 +76,10 @@ def train_classifier(
 ) -> tuple[Classifier, float]:
     """Train with light random shifts; returns the model (eval mode) and validation accuracy."""
     if int(y_train.max()) >= cfg.num_classes or int(y_train.min()) < 0:
-        raise ValueError(f"labels must lie in [0, {cfg.num_classes}), got "
-                         f"[{int(y_train.min())}, {int(y_train.max())}]")
+        raise ValueError(
+            f"labels must lie in [0, {cfg.num_classes}), got "
+            f"[{int(y_train.min())}, {int(y_train.max())}]"
+        )
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = Classifier(cfg)

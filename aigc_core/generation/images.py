@@ -35,7 +35,7 @@ def generate_images(
     out = []
     with torch.inference_mode(), autocast(device, use_bf16):
         for start in range(0, n, batch_size):
-            x = generator(z_all[start:start + batch_size].to(device))
+            x = generator(z_all[start : start + batch_size].to(device))
             out.append(((x.float() + 1) / 2).clamp_(0, 1).cpu())
             if on_batch is not None:
                 on_batch(min(start + batch_size, n), n)

@@ -41,9 +41,16 @@ class ImageGenerator(PythonModel):
             if not 1 <= n <= MAX_IMAGES_PER_REQUEST:
                 raise ValueError(f"n must lie in [1, {MAX_IMAGES_PER_REQUEST}], got {n}")
             for i, img in enumerate(to_uint8(self.generate(n, seed))):
-                rows.append({"request": req, "index": i, "seed": seed, "height": img.shape[0],
-                             "width": img.shape[1],
-                             "png_base64": base64.b64encode(png_bytes(img)).decode("ascii")})
+                rows.append(
+                    {
+                        "request": req,
+                        "index": i,
+                        "seed": seed,
+                        "height": img.shape[0],
+                        "width": img.shape[1],
+                        "png_base64": base64.b64encode(png_bytes(img)).decode("ascii"),
+                    }
+                )
         return pd.DataFrame(rows)
 
 

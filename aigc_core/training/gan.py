@@ -44,11 +44,15 @@ class GANTrainConfig:
 
 PRESETS: dict[str, tuple[DCGANConfig, GANTrainConfig]] = {
     # seconds: for tests and CI
-    "smoke": (DCGANConfig(g_width=16, d_width=8),
-              GANTrainConfig(batch_size=32, epochs=2, steps_per_epoch=5, lr=2e-4, beta1=0.5)),
+    "smoke": (
+        DCGANConfig(g_width=16, d_width=8),
+        GANTrainConfig(batch_size=32, epochs=2, steps_per_epoch=5, lr=2e-4, beta1=0.5),
+    ),
     # a few minutes on 2 CPU cores; samples read as digits
-    "cpu": (DCGANConfig(g_width=64, d_width=32),
-            GANTrainConfig(batch_size=64, epochs=12, steps_per_epoch=250, lr=2e-4, beta1=0.5)),
+    "cpu": (
+        DCGANConfig(g_width=64, d_width=32),
+        GANTrainConfig(batch_size=64, epochs=12, steps_per_epoch=250, lr=2e-4, beta1=0.5),
+    ),
     # the seed's recipe: batch 128, Adam 1e-4, 100 epochs x 1000 steps; meant for a GPU
     "seed": (DCGANConfig(), GANTrainConfig()),
 }
@@ -75,18 +79,24 @@ def build_gan(model_cfg: DCGANConfig, train_cfg: GANTrainConfig, device: torch.d
     d = Discriminator(model_cfg).to(device, memory_format=torch.channels_last)
     kw = dict(lr=train_cfg.lr, betas=(train_cfg.beta1, train_cfg.beta2))
     fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
-    return GAN(g, d, torch.optim.Adam(g.parameters(), **kw, **fused),
-               torch.optim.Adam(d.parameters(), **kw, **fused))
+    return GAN(
+        g,
+        d,
+        torch.optim.Adam(g.parameters(), **kw, **fused),
+        torch.optim.Adam(d.parameters(), **kw, **fused),
+    )
 
 
-def train_step(gan: GAN, real: torch.Tensor, z: torch.Tensor, use_bf16: bool
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(
+    gan: GAN, real: torch.Tensor, z: torch.Tensor, use_bf16: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One adversarial step on a batch of real images in [-1, 1]; returns (loss_d, loss_g)."""
     g, d = gan.generator, gan.discriminator
     bce = nn.functional.binary_cross_entropy_with_logits
     b = real.shape[0]
-    targets = torch.cat([torch.ones(b, 1, device=real.device),
-                         torch.zeros(b, 1, device=real.device)])
+    targets = torch.cat(
+        [torch.ones(b, 1, device=real.device), torch.zeros(b, 1, device=real.device)]
+    )
     with autocast(real.device, use_bf16):
         fake = g(z)  # (B, C, H, W), the only generator forward of this step
         # discriminator: real and detached fake in one forward
@@ -120,15 +130,26 @@ def train_gan(
     on_epoch: OnEpoch | None = None,
 ) -> tuple[GAN, list[dict]]:
     """Train on `images` ((N, C, H, W) in [0, 1]); returns the GAN and per-epoch metrics."""
-    if images.ndim != 4 or images.shape[1:] != (model_cfg.channels, model_cfg.image_size,
-                                                model_cfg.image_size):
-        raise ValueError(f"images must be (N, {model_cfg.channels}, {model_cfg.image_size}, "
-                         f"{model_cfg.image_size}), got {tuple(images.shape)}")
+    if images.ndim != 4 or images.shape[1:] != (
+        model_cfg.channels,
+        model_cfg.image_size,
+        model_cfg.image_size,
+    ):
+        raise ValueError(
+            f"images must be (N, {model_cfg.channels}, {model_cfg.image_size}, "
+            f"{model_cfg.image_size}), got {tuple(images.shape)}"
+        )
     gan = build_gan(model_cfg, train_cfg, device)
     data = (images.to(device) * 2 - 1).contiguous(memory_format=torch.channels_last)
     use_bf16 = train_cfg.bf16 and bf16_supported(device)
-    log.info("training DCGAN on %s (bf16=%s): %d images, %d steps of %d", device, use_bf16,
-             len(data), train_cfg.total_steps, train_cfg.batch_size)
+    log.info(
+        "training DCGAN on %s (bf16=%s): %d images, %d steps of %d",
+        device,
+        use_bf16,
+        len(data),
+        train_cfg.total_steps,
+        train_cfg.batch_size,
+    )
     gen = torch.Generator(device="cpu").manual_seed(train_cfg.seed)
     history = []
     step = 0
@@ -145,16 +166,27 @@ def train_gan(
             step += 1
             if on_step is not None:
                 on_step(step, train_cfg.total_steps)
-        loss_d, loss_g = (sum_d / train_cfg.steps_per_epoch).item(), (
-            sum_g / train_cfg.steps_per_epoch).item()
+        loss_d, loss_g = (
+            (sum_d / train_cfg.steps_per_epoch).item(),
+            (sum_g / train_cfg.steps_per_epoch).item(),
+        )
         if not (torch.isfinite(torch.tensor([loss_d, loss_g])).all()):
             raise FloatingPointError(f"non-finite loss at epoch {epoch}: D {loss_d}, G {loss_g}")
         dt = time.perf_counter() - t0
-        metrics = {"loss_d": loss_d, "loss_g": loss_g,
-                   "images_per_s": train_cfg.steps_per_epoch * train_cfg.batch_size / dt}
+        metrics = {
+            "loss_d": loss_d,
+            "loss_g": loss_g,
+            "images_per_s": train_cfg.steps_per_epoch * train_cfg.batch_size / dt,
+        }
         history.append({"epoch": epoch, **metrics})
-        log.info("epoch %d/%d: loss_d %.4f loss_g %.4f (%.0f images/s)", epoch,
-                 train_cfg.epochs, loss_d, loss_g, metrics["images_per_s"])
+        log.info(
+            "epoch %d/%d: loss_d %.4f loss_g %.4f (%.0f images/s)",
+            epoch,
+            train_cfg.epochs,
+            loss_d,
+            loss_g,
+            metrics["images_per_s"],
+        )
         if on_epoch is not None:
             on_epoch(epoch, metrics)
     gan.generator.eval()

@@ -1,0 +1,98 @@
+"""The nightly flow end to end on the smoke preset, in embedded mode."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from aigc_core.data import sources
+from aigc_core.images import decode_png
+from data_contracts import ContractViolation
+from flows.nightly import nightly_retrain
+from tests.conftest import tiny_images
+
+pytestmark = pytest.mark.slow
+
+
+def client_for(home) -> mlflow.MlflowClient:
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    home = tmp_path_factory.mktemp("nightly")
+    first = nightly_retrain(preset="smoke", n_generate=40, home=str(home))
+    second = nightly_retrain(preset="smoke", n_generate=40, home=str(home))
+    return home, first, second
+
+
+def test_first_run_promotes_version_1_and_writes_a_batch(two_runs):
+    home, first, _ = two_runs
+    assert first["model_version"] == "1" and first["promoted"]
+    assert first["champion_version"] == "1"
+    assert np.isfinite(first["fid"]) and first["fid_floor"] < first["fid"]
+    batch = home / "content" / first["batch_id"]
+    manifest = json.loads((batch / "manifest.json").read_text())
+    table = pq.read_table(batch / manifest["files"][0]["path"]).to_pandas()
+    assert len(table) == manifest["n_generated"] == 40
+    assert int(table["kept"].sum()) == manifest["n_kept"] == first["n_kept"]
+    assert (table.loc[~table["kept"], "reason"] != "").all()
+    assert (table.loc[table["kept"], "reason"] == "").all()
+    # lineage: every item names the model version, run and snapshot it came from
+    assert set(table["model_version"]) == {"1"}
+    assert set(table["run_id"]) == {first["run_id"]}
+    assert set(table["snapshot_id"]) == {first["snapshot_id"]}
+    assert decode_png(table["png"].iloc[0]).shape == (28, 28)
+    assert (batch / "contact_sheet.png").stat().st_size > 0
+
+
+def test_second_run_reuses_the_snapshot_and_records_a_decision(two_runs):
+    home, first, second = two_runs
+    assert second["snapshot_id"] == first["snapshot_id"] and not second["snapshot_created"]
+    assert second["model_version"] == "2"
+    client = client_for(home)
+    v2 = client.get_model_version(second["model_name"], "2")
+    assert v2.tags["promotion.decision"] in ("promoted", "rejected")
+    assert v2.tags["promotion.reason"] == second["promotion_reason"]
+    assert v2.tags["promotion.previous_champion"] == "1"
+    assert v2.tags["snapshot_id"] == first["snapshot_id"]
+    assert float(v2.tags["gate.fid"]) == pytest.approx(second["fid"])
+    champion = client.get_model_version_by_alias(second["model_name"], "champion")
+    assert str(champion.version) == second["champion_version"]
+    challenger = client.get_model_version_by_alias(second["model_name"], "challenger")
+    assert str(challenger.version) == "2"
+
+
+def test_the_champion_loads_without_unpickling_and_generates(two_runs, monkeypatch):
+    home, first, _ = two_runs
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    model = mlflow.pyfunc.load_model(f"models:/{first['model_name']}@champion")
+    out = model.predict(pd.DataFrame({"n": [3, 2], "seed": [7, 8]}))
+    assert len(out) == 5 and set(out["request"]) == {0, 1}
+    again = model.predict(pd.DataFrame({"n": [3], "seed": [7]}))
+    assert again["png_base64"].tolist() == out["png_base64"][:3].tolist()  # seeded
+
+
+def test_a_corrupted_dataset_stops_at_validate_and_registers_nothing(tmp_path, monkeypatch):
+    def corrupted(**_):
+        data = tiny_images(n=60)
+        data.pixels[5, 0, 3, 3] = np.nan  # NaN pixels
+        data.pixels[9, 0, 0, 0] = 4.0  # out of range
+        return data
+
+    monkeypatch.setitem(sources.IMAGE_SOURCES, "corrupted", corrupted)
+    with pytest.raises(ContractViolation) as e:
+        nightly_retrain(dataset="corrupted", preset="smoke", home=str(tmp_path))
+    assert "n_nonfinite" in str(e.value) and "pixel_max" in str(e.value)
+    assert client_for(tmp_path).search_registered_models() == []
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert not (tmp_path / "content").exists() or not any((tmp_path / "content").iterdir())

@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from aigc_core.data.snapshot import (
+    SnapshotError,
+    find_snapshot,
+    image_arrays,
+    image_table,
+    read_table,
+    split_of,
+    write_snapshot,
+)
+from tests.conftest import tiny_images
+
+
+def publish(root, data, **kw):
+    return write_snapshot(
+        root, "tiny", image_table(data), kind="image", source=data.source, params=data.params, **kw
+    )
+
+
+def tree(root):
+    return sorted((p.relative_to(root).as_posix(), p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+def test_same_content_gives_same_id_and_writes_nothing(tmp_path):
+    first = publish(tmp_path, tiny_images())
+    before = tree(tmp_path)
+    again = publish(tmp_path, tiny_images())
+    assert first.created and not again.created
+    assert again.id == first.id
+    assert tree(tmp_path) == before
+
+
+def test_different_content_gives_a_different_id(tmp_path):
+    a = publish(tmp_path, tiny_images(seed=0))
+    b = publish(tmp_path, tiny_images(seed=1))
+    assert a.id != b.id
+
+
+def test_manifest_describes_the_parts(tmp_path):
+    snap = publish(tmp_path, tiny_images(n=50), rows_per_part=20)
+    m = json.loads((snap.path / "manifest.json").read_text())
+    assert m["num_rows"] == 50 and len(m["files"]) == 3
+    assert sum(f["rows"] for f in m["files"]) == 50
+    assert m["splits"]["train"] + m["splits"]["validation"] == 50
+    assert sum(pq.read_metadata(snap.path / f["path"]).num_rows for f in m["files"]) == 50
+    assert not [p for p in tmp_path.rglob(".staging-*")]
+
+
+def test_split_is_a_function_of_content():
+    ids = [f"{i:08x}" + "0" * 16 for i in range(0, 2**32, 2**24)]
+    assert [split_of(i, 0.2) for i in ids] == [split_of(i, 0.2) for i in ids]
+    share = np.mean([split_of(i, 0.2) == "validation" for i in ids])
+    assert 0.1 < share < 0.3
+
+
+def test_round_trip_of_pixels_and_labels(tmp_path):
+    data = tiny_images(n=40)
+    snap = publish(tmp_path, data)
+    x, y = image_arrays(read_table(find_snapshot(tmp_path, snap.id)))
+    order = np.argsort(image_table(data).column("id").to_numpy(zero_copy_only=False))
+    got = np.argsort(read_table(snap).column("id").to_numpy(zero_copy_only=False))
+    assert np.array_equal(x[got], data.pixels[order])
+    assert np.array_equal(y[got], data.labels[order])
+
+
+def test_a_corrupted_part_is_detected(tmp_path):
+    snap = publish(tmp_path, tiny_images())
+    part = snap.path / snap.manifest["files"][0]["path"]
+    part.write_bytes(part.read_bytes()[:-10])
+    with pytest.raises(SnapshotError, match="corrupted"):
+        read_table(snap)
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq, "write_table", boom)
+    with pytest.raises(OSError, match="disk full"):
+        publish(tmp_path, tiny_images())
+    assert [p for p in tmp_path.rglob("*") if p.is_file() or p.name.startswith(".")] == []
+
+
+def test_empty_data_is_refused(tmp_path):
+    data = tiny_images(n=10)
+    data.pixels, data.labels = data.pixels[:0], data.labels[:0]
+    with pytest.raises(SnapshotError, match="no rows"):
+        publish(tmp_path, data)
+
+
+def test_unknown_snapshot_id(tmp_path):
+    with pytest.raises(SnapshotError, match="no snapshot with id 'nope'"):
+        find_snapshot(tmp_path, "nope")
