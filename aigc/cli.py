@@ -176,5 +176,11 @@ def run(
     out.print(f"contact sheet: {Path(summary['batch_dir']) / 'contact_sheet.png'}")
 
 
-if __name__ == "__main__":
-    app()
+# Command groups live in their own modules and register on `app` when imported.
+from aigc import (  # noqa: E402, F401
+    data_commands,
+    generate_commands,
+    ops_commands,
+    registry_commands,
+    train_commands,
+)

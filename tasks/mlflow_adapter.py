@@ -20,14 +20,12 @@ from pathlib import Path
 import pandas as pd
 
 from aigc_core.paths import Home
+from aigc_core.serving import pyfunc_file
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "aigc-nightly"
 CHAMPION, CHALLENGER = "champion", "challenger"
-PYFUNC_FILES = {
-    "dcgan": Path(__file__).resolve().parents[1] / "aigc_core" / "serving" / "image_generator.py"
-}
 
 
 def _mlflow():
@@ -126,7 +124,7 @@ def log_model(
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(PYFUNC_FILES[family]),
+            python_model=str(pyfunc_file(family)),
             artifacts={k: str(v) for k, v in artifacts.items()},
             signature=sig,
             input_example=input_example,

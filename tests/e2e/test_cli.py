@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-AIGC = [sys.executable, "-m", "aigc.cli"]
+AIGC = [sys.executable, "-m", "aigc"]
 
 
 def aigc(*args: str, home: Path, timeout: int = 300) -> subprocess.CompletedProcess:
