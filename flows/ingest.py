@@ -1,0 +1,16 @@
+"""The ingest path on its own: a dataset into a validated snapshot."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from aigc_core.paths import Home
+from tasks.data import ingest, validate
+
+
+@flow(name="ingest")
+def ingest_dataset(dataset: str = "digits", home: str | None = None) -> dict:
+    home = str(Home.resolve(home).root)
+    snapshot = ingest(dataset, home)
+    validate(snapshot["snapshot_id"], home)
+    return snapshot
