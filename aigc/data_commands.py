@@ -1,5 +1,171 @@
-"""`aigc ingest` and `aigc datasets`: the data layer's commands."""
+"""`aigc ingest` and `aigc datasets`: the data layer's commands.
+
+`ingest` runs in-process without Prefect or MLflow (seconds, no server): it reads the source,
+checks the data contract on the in-memory table and publishes the snapshot only if it passes.
+"""
 
 from __future__ import annotations
 
-from aigc.cli import app  # noqa: F401
+import json
+import logging
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from aigc.cli import _fail, _RichReporter, _settings, app, err, out
+from aigc_core.paths import Home
+
+
+def _home(home: Path | None, verbose: bool) -> Home:
+    h = Home.resolve(home)
+    if h.root.exists() and not h.root.is_dir():
+        raise _fail(f"cannot use {h.root} as the aigc home: it is not a folder", 2)
+    _settings(h, verbose)
+    return h
+
+
+@app.command()
+def ingest(
+    dataset: str = typer.Option(
+        ...,
+        help="Dataset name: built-in (digits, mnist, fashion-mnist, python-docs), or a name "
+        "of your choice with --path.",
+    ),
+    path: Path = typer.Option(
+        None,
+        help="Your files: MNIST IDX files (.gz or raw), a folder of PNG/JPEG images (class "
+        "subfolders as labels), or text (.txt, .jsonl, .csv, .parquet, or a folder of them).",
+    ),
+    kind: str = typer.Option(None, help="image or text (default: from the dataset or path)."),
+    text_column: str = typer.Option("text", help="Text column of JSONL, CSV or Parquet files."),
+    image_size: int = typer.Option(None, min=4, max=1024, help="Resize images to this square."),
+    mode: str = typer.Option("L", help="Image folders: L (grayscale) or RGB."),
+    bad_bytes: str = typer.Option(
+        "reject", help="Text that is not UTF-8 or holds NUL bytes: reject, or replace and count."
+    ),
+    validation_fraction: float = typer.Option(
+        0.2, min=0.0, max=1.0, help="Share of items in the validation split (by content hash)."
+    ),
+    home: Path = typer.Option(
+        None, envvar="AIGC_HOME", help="Where snapshots go (default: ./.aigc)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
+) -> None:
+    """Ingest a dataset into a content-addressed snapshot, gated by its data contract."""
+    h = _home(home, verbose)
+    if not verbose:  # contract warnings are printed below, once, in the CLI's own words
+        logging.getLogger("data_contracts").setLevel(logging.ERROR)
+    from aigc_core import progress as core_progress
+    from aigc_core.data.files import DataSourceError
+    from aigc_core.data.ingest import prepare, publish
+    from aigc_core.data.snapshot import SnapshotError
+
+    with err.status("loading the data contracts...", spinner="dots"):
+        from data_contracts import ContractViolation, results_dir, validate_snapshot
+
+    reports = []
+
+    def gate(table, manifest):
+        reports.append(validate_snapshot(table, manifest, results_dir=results_dir(h.root)))
+
+    columns = [TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn()]
+    try:
+        with Progress(*columns, console=err, transient=True) as bar:
+            core_progress.set_reporter(_RichReporter(bar))
+            prepared = prepare(
+                dataset,
+                path=path,
+                kind=kind,
+                validation_fraction=validation_fraction,
+                image_size=image_size,
+                mode=mode,
+                text_column=text_column,
+                bad_bytes=bad_bytes,
+                downloads=h.root / "downloads",
+            )
+            snap = publish(prepared, h.datasets, gate=gate)
+    except DataSourceError as e:
+        raise _fail(escape(f"ingest {dataset}: {e}\nNothing was written.")) from None
+    except ContractViolation as e:
+        docs = f"\nResults: {e.report.data_docs}" if e.report.data_docs else ""
+        source = f" from {path}" if path is not None else ""
+        raise _fail(escape(f"ingest {dataset}{source}: {e}\nNothing was written.{docs}")) from None
+    except SnapshotError as e:
+        raise _fail(escape(f"ingest {dataset}: {e}")) from None
+    except Exception as e:  # the CLI owns the console: one clear line, details with -v
+        if verbose:
+            err.print_exception()
+        raise _fail(escape(f"ingest {dataset}: {type(e).__name__}: {e}")) from None
+    finally:
+        core_progress.set_reporter(None)
+
+    m = snap.manifest
+    result = {
+        "snapshot_id": snap.id,
+        "dataset": snap.name,
+        "kind": m["kind"],
+        "path": str(snap.path),
+        "rows": m["num_rows"],
+        "splits": m["splits"],
+        "created": snap.created,
+        "data_docs": reports[0].data_docs if reports else None,
+        "warnings": [c.describe() for r in reports for c in r.warnings],
+    }
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+        return
+    for w in result["warnings"]:
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    table = Table(title=f"aigc ingest {dataset}", show_header=False)
+    for k in ("snapshot_id", "kind", "rows", "splits", "created", "path", "data_docs"):
+        v = result[k]
+        table.add_row(k, ", ".join(f"{a} {b}" for a, b in v.items()) if k == "splits" else str(v))
+    out.print(table)
+    if not snap.created:
+        out.print("same content as an existing snapshot: nothing written")
+
+
+@app.command()
+def datasets(
+    home: Path = typer.Option(
+        None, envvar="AIGC_HOME", help="Where snapshots are (default: ./.aigc)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the list as one JSON object."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
+) -> None:
+    """List the published snapshots, oldest first."""
+    h = _home(home, verbose)
+    from aigc_core.data.snapshot import list_snapshots
+
+    snaps = list_snapshots(h.datasets)
+    rows = [
+        {
+            "dataset": s.name,
+            "snapshot_id": s.id,
+            "kind": s.manifest.get("kind"),
+            "rows": s.manifest.get("num_rows"),
+            "train": s.manifest.get("splits", {}).get("train"),
+            "validation": s.manifest.get("splits", {}).get("validation"),
+            "created_at": s.manifest.get("created_at"),
+            "source": s.manifest.get("source"),
+            "path": str(s.path),
+        }
+        for s in snaps
+    ]
+    if as_json:
+        print(json.dumps({"home": str(h.root), "snapshots": rows}, sort_keys=True))
+        return
+    if not rows:
+        err.print(f"no snapshots under {h.datasets}; create one with `aigc ingest --dataset NAME`")
+        return
+    cols = ("dataset", "snapshot_id", "kind", "rows", "train", "validation", "created_at")
+    table = Table(title=f"snapshots in {h.datasets}")
+    for col in cols:
+        table.add_column(col, justify="right" if col in ("rows", "train", "validation") else "left")
+    for r in rows:
+        table.add_row(*(str(r[c]) for c in cols))
+    out.print(table)

@@ -2,22 +2,32 @@
 
 GX returns success=False without raising; this module is where a failed contract becomes an
 exception, so the flow stops and nothing downstream runs.
+
+With a `results_dir`, the run uses a file-backed GX project there: each validation is stored as
+GX's JSON, rendered into Data Docs (`gx/uncommitted/data_docs/local_site/index.html`), and our own
+summary is written as `results/<snapshot-id>-<suite>.json` (atomically). Without one, everything
+stays in memory.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
-from data_contracts import images
+from aigc_core.atomic import write_bytes_atomic
+from data_contracts import images, text
+from data_contracts.common import BLOCK
 
 log = logging.getLogger(__name__)
 
-SUITES = {"image": images}
+SUITES = {"image": images, "text": text}
 
 
 @dataclass
@@ -48,14 +58,17 @@ class ValidationReport:
     suite: str
     rows: int
     checks: list[Check]
+    validated_at: str = ""
+    result_json: str | None = None  # our summary, when saved
+    data_docs: str | None = None  # GX Data Docs index.html, when saved
 
     @property
     def blocking_failures(self) -> list[Check]:
-        return [c for c in self.checks if not c.success and c.severity == images.BLOCK]
+        return [c for c in self.checks if not c.success and c.severity == BLOCK]
 
     @property
     def warnings(self) -> list[Check]:
-        return [c for c in self.checks if not c.success and c.severity != images.BLOCK]
+        return [c for c in self.checks if not c.success and c.severity != BLOCK]
 
     @property
     def success(self) -> bool:
@@ -67,6 +80,10 @@ class ValidationReport:
             "suite": self.suite,
             "rows": self.rows,
             "success": self.success,
+            "validated_at": self.validated_at,
+            "blocking_failures": len(self.blocking_failures),
+            "warnings": len(self.warnings),
+            "data_docs": self.data_docs,
             "checks": [
                 {k: (v if k != "observed" else repr(v)) for k, v in c.__dict__.items()}
                 for c in self.checks
@@ -77,6 +94,7 @@ class ValidationReport:
         lines = [
             f"# Data contract `{self.suite}` on snapshot `{self.snapshot_id}`",
             f"{self.rows} rows; **{'passed' if self.success else 'FAILED'}**",
+            *([f"Data Docs: `{self.data_docs}`"] if self.data_docs else []),
             "",
             "| result | severity | expectation | column | guards | unexpected |",
             "|---|---|---|---|---|---|",
@@ -102,34 +120,62 @@ class ContractViolation(Exception):
         )
 
 
-def _context():
+def _plain(value):
+    """numpy scalars as Python numbers, so reports read `7.0`, not `np.float64(7.0)`."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, list | dict) else value
+
+
+def _context(results_dir: Path | None):
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    ctx = gx.get_context(mode="ephemeral")
+    if results_dir is None:
+        ctx = gx.get_context(mode="ephemeral")
+    else:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        ctx = gx.get_context(mode="file", project_root_dir=str(results_dir))
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     return ctx
 
 
 def run_suite(
-    df: pd.DataFrame, suite_name: str, expectations: list, snapshot_id: str
+    df: pd.DataFrame,
+    suite_name: str,
+    expectations: list,
+    snapshot_id: str,
+    results_dir: Path | None = None,
 ) -> ValidationReport:
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
 
-    ctx = _context()
-    batch = (
-        ctx.data_sources.add_pandas(suite_name)
-        .add_dataframe_asset(suite_name)
-        .add_batch_definition_whole_dataframe(suite_name)
+    ctx = _context(results_dir)
+    source = ctx.data_sources.add_or_update_pandas(suite_name)
+    asset = next((a for a in source.assets if a.name == suite_name), None)
+    asset = asset or source.add_dataframe_asset(suite_name)
+    batch = next((b for b in asset.batch_definitions if b.name == suite_name), None)
+    batch = batch or asset.add_batch_definition_whole_dataframe(suite_name)
+    suite = ctx.suites.add_or_update(
+        gx.ExpectationSuite(name=suite_name, expectations=list(expectations))
     )
-    suite = ctx.suites.add(gx.ExpectationSuite(name=suite_name))
-    for e in expectations:
-        suite.add_expectation(e)
-    vd = ctx.validation_definitions.add(
+    vd = ctx.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=suite_name, data=batch, suite=suite)
     )
-    result = vd.run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
+    actions = [] if results_dir is None else [gx.checkpoint.UpdateDataDocsAction(name="docs")]
+    checkpoint = ctx.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=suite_name,
+            validation_definitions=[vd],
+            actions=actions,
+            result_format="SUMMARY",
+        )
+    )
+    now = datetime.now(UTC)
+    outcome = checkpoint.run(
+        batch_parameters={"dataframe": df},
+        run_id=RunIdentifier(run_name=snapshot_id, run_time=now),
+    )
+    (result,) = outcome.run_results.values()
     checks = []
     for r in result.results:
         cfg, res = r.expectation_config, r.result or {}
@@ -138,25 +184,46 @@ def run_suite(
                 expectation=cfg.type,
                 column=cfg.kwargs.get("column"),
                 guards=(cfg.meta or {}).get("guards", ""),
-                severity=(cfg.meta or {}).get("severity", images.BLOCK),
+                severity=(cfg.meta or {}).get("severity", BLOCK),
                 success=bool(r.success),
                 unexpected_count=res.get("unexpected_count"),
-                observed=res.get("observed_value"),
+                # set checks report what is missing instead of an observed value
+                observed=(
+                    {"missing": res.get("partial_missing_list")}
+                    if res.get("missing_count")
+                    else _plain(res.get("observed_value"))
+                ),
                 examples=list(res.get("partial_unexpected_list") or [])[:5],
             )
         )
-    return ValidationReport(snapshot_id, suite_name, len(df), checks)
+    report = ValidationReport(
+        snapshot_id, suite_name, len(df), checks, now.isoformat(timespec="seconds")
+    )
+    if results_dir is not None:
+        docs = results_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+        report.data_docs = str(docs) if docs.exists() else None
+        out = results_dir / "results" / f"{snapshot_id}-{suite_name}.json"
+        write_bytes_atomic(out, json.dumps(report.to_dict(), indent=2, default=str).encode())
+        report.result_json = str(out)
+    return report
 
 
-def validate_snapshot(table: pa.Table, manifest: dict) -> ValidationReport:
+def validate_snapshot(
+    table: pa.Table, manifest: dict, results_dir: str | Path | None = None
+) -> ValidationReport:
     """Validate a snapshot table against its kind's suite; raise ContractViolation on a blocking
-    failure, log warnings otherwise, and return the report."""
+    failure, log warnings otherwise, and return the report. With `results_dir`, the results are
+    saved there as JSON and Data Docs HTML (also when the contract fails)."""
     kind = manifest["kind"]
     if kind not in SUITES:
         raise ValueError(f"no data contract for snapshot kind {kind!r}; known: {sorted(SUITES)}")
     module = SUITES[kind]
     report = run_suite(
-        module.profile(table), f"{kind}_snapshot", module.expectations(manifest), manifest["id"]
+        module.profile(table),
+        f"{kind}_snapshot",
+        module.expectations(manifest),
+        manifest["id"],
+        Path(results_dir) if results_dir is not None else None,
     )
     for c in report.warnings:
         log.warning("data contract warning: %s", c.describe())

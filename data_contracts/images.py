@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-BLOCK, WARN = "block", "warn"
+from data_contracts.common import BLOCK, SPLITS, WARN, in_both_splits, meta
+
+MAX_DUPLICATE_RATIO = 0.1  # a few repeated images are tolerated (and warned about)
 
 
 def profile(table: pa.Table) -> pd.DataFrame:
@@ -30,10 +32,12 @@ def profile(table: pa.Table) -> pd.DataFrame:
         pmin[rows] = np.minimum.reduceat(np.where(finite, flat, np.inf), s)
         pmax[rows] = np.maximum.reduceat(np.where(finite, flat, -np.inf), s)
         nonfinite[rows] = np.add.reduceat((~finite).astype(np.int64), s)
+    ids, splits = table.column("id").to_pandas(), table.column("split").to_pandas()
     return pd.DataFrame(
         {
-            "id": table.column("id").to_pandas(),
-            "split": table.column("split").to_pandas(),
+            "id": ids,
+            "split": splits,
+            "in_both_splits": in_both_splits(ids, splits),
             "label": table.column("label").to_pandas(),
             "height": table.column("height").to_numpy(),
             "width": table.column("width").to_numpy(),
@@ -54,21 +58,18 @@ def expectations(manifest: dict) -> list:
     c, h, w = manifest["image_shape"]
     labels = manifest["label_set"]
 
-    def meta(guards: str, severity: str = BLOCK) -> dict:
-        return {"guards": guards, "severity": severity}
-
     return [
         # an empty snapshot passes every per-row check below: demand rows
         gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=meta("empty dataset")),
         # training and the evaluator both need data in each split
         gxe.ExpectColumnDistinctValuesToContainSet(
             column="split",
-            value_set=["train", "validation"],
+            value_set=SPLITS,
             meta=meta("an empty train or validation split"),
         ),
         # splits are only these two names
         gxe.ExpectColumnValuesToBeInSet(
-            column="split", value_set=["train", "validation"], meta=meta("unknown split names")
+            column="split", value_set=SPLITS, meta=meta("unknown split names")
         ),
         # an unlabeled image cannot train or score the evaluator
         gxe.ExpectColumnValuesToNotBeNull(column="label", meta=meta("missing labels")),
@@ -98,6 +99,20 @@ def expectations(manifest: dict) -> list:
             value_set=[c * h * w],
             meta=meta("pixel list length does not match the shape"),
         ),
+        # the same image in train and validation inflates held-out scores
+        gxe.ExpectColumnValuesToBeBetween(
+            column="in_both_splits",
+            min_value=0,
+            max_value=0,
+            meta=meta("train/validation overlap"),
+        ),
+        # a dataset that is mostly repeats trains a model to copy them
+        gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
+            column="id", min_value=1.0 - MAX_DUPLICATE_RATIO, meta=meta("duplicate ratio")
+        ),
         # ids are content hashes: a repeat is an exact duplicate image
         gxe.ExpectColumnValuesToBeUnique(column="id", meta=meta("duplicate images", WARN)),
     ]
+
+
+__all__ = ["BLOCK", "WARN", "expectations", "profile"]

@@ -7,6 +7,9 @@ gives the same id and writes nothing. It is built in a staging directory and ren
 Image rows: `id` (sha256 of the pixel bytes), `split` (train or validation, from the id, so equal
 images always share a split), `label`, `height`, `width`, `channels`, `pixels` (float32 in [0, 1],
 row-major C*H*W).
+
+Text rows: `id` (sha256 of the UTF-8 text), `split` (from the id, as for images), `text` (one
+cleaned document per row). `text_split(table, split)` gives a trainer the documents of a split.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from aigc_core.atomic import sha256_file, staged_dir
@@ -40,6 +44,15 @@ IMAGE_SCHEMA = pa.schema(
         pa.field("width", pa.int16(), nullable=False),
         pa.field("channels", pa.int16(), nullable=False),
         pa.field("pixels", pa.list_(pa.float32()), nullable=False),
+    ]
+)
+
+
+TEXT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
     ]
 )
 
@@ -86,11 +99,37 @@ def image_table(data: ImageData, validation_fraction: float = 0.2) -> pa.Table:
     )
 
 
+def text_table(texts: list[str], validation_fraction: float = 0.2) -> pa.Table:
+    """One row per document; ids are content hashes, so equal texts share an id and a split."""
+    ids = [hashlib.sha256(t.encode("utf-8")).hexdigest()[:24] for t in texts]
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "split": pa.array([split_of(i, validation_fraction) for i in ids], pa.string()),
+            "text": pa.array(texts, pa.string()),
+        },
+        schema=TEXT_SCHEMA,
+    )
+
+
+def text_split(table: pa.Table, split: str | None = None) -> list[str]:
+    """The documents of one split (train or validation), or of all rows, in snapshot order."""
+    if split is not None:
+        if split not in SPLITS:
+            raise SnapshotError(f"unknown split {split!r}; choose one of {SPLITS}")
+        table = table.filter(pc.equal(table.column("split"), split))
+        if table.num_rows == 0:
+            raise SnapshotError(f"split {split!r} is empty")
+    return table.column("text").to_pylist()
+
+
 def content_id(table: pa.Table, params: dict) -> str:
+    """The snapshot id: a hash of the format, the parameters, the schema and the rows' ids
+    (themselves content hashes), splits and labels."""
     h = hashlib.sha256()
     h.update(json.dumps({"format": FORMAT_VERSION, "params": params}, sort_keys=True).encode())
     h.update(str(table.schema).encode())
-    for col in ("id", "split", "label"):
+    for col in [c for c in ("id", "split", "label") if c in table.column_names]:
         h.update(col.encode())
         h.update("\x1f".join(map(str, table.column(col).to_pylist())).encode())
     return h.hexdigest()[:16]
@@ -166,8 +205,23 @@ def read_manifest(path: Path) -> dict:
         raise SnapshotError(f"{path} has no {MANIFEST}: not a published snapshot") from None
 
 
+def list_snapshots(datasets_root: Path) -> list[Snapshot]:
+    """Every published snapshot under the root (staging folders and strays are skipped)."""
+    found = []
+    for path in sorted(Path(datasets_root).glob("*/*")):
+        if path.name.startswith(".") or not (path / MANIFEST).is_file():
+            continue
+        try:
+            manifest = read_manifest(path)
+        except (SnapshotError, json.JSONDecodeError):
+            log.warning("skipping %s: unreadable manifest", path)
+            continue
+        found.append(Snapshot(path.name, path.parent.name, path, manifest, created=False))
+    return sorted(found, key=lambda s: s.manifest.get("created_at", ""))
+
+
 def find_snapshot(datasets_root: Path, snapshot_id: str) -> Snapshot:
-    matches = [p for p in datasets_root.glob(f"*/{snapshot_id}") if p.is_dir()]
+    matches = [p for p in Path(datasets_root).glob(f"*/{snapshot_id}") if p.is_dir()]
     if not matches:
         raise SnapshotError(f"no snapshot with id {snapshot_id!r} under {datasets_root}")
     path = matches[0]
@@ -191,7 +245,7 @@ def read_table(snapshot: Snapshot, verify: bool = True) -> pa.Table:
 def image_arrays(table: pa.Table, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(pixels (N, C, H, W) float32, labels (N,) int64) for one split or all rows."""
     if split is not None:
-        table = table.filter(pa.compute.equal(table.column("split"), split))
+        table = table.filter(pc.equal(table.column("split"), split))
     n = table.num_rows
     if n == 0:
         raise SnapshotError(f"split {split!r} is empty")

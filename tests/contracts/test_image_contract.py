@@ -1,6 +1,7 @@
 """The image data contract: a good snapshot passes, each kind of corruption is caught."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from aigc_core.data.snapshot import image_table
@@ -69,6 +70,22 @@ def test_wrong_shape_is_blocked():
     manifest = {**MANIFEST, "image_shape": [1, 32, 32]}
     with pytest.raises(ContractViolation, match="wrong height"):
         validate_snapshot(table_of(), manifest)
+
+
+def test_overlap_between_splits_is_blocked():
+    table = table_of()
+    rows = table.to_pylist()
+    j = [r["split"] for r in rows].index("validation")
+    rows.append({**rows[j], "split": "train"})  # one image in both splits
+    msg = failed(pa.Table.from_pylist(rows, schema=table.schema))
+    assert "train/validation overlap" in msg and "2 rows unexpected" in msg
+
+
+def test_mostly_duplicates_are_blocked():
+    def dup(d):
+        d.pixels[:20] = d.pixels[0]
+
+    assert "duplicate ratio" in failed(table_of(dup))
 
 
 def test_duplicates_only_warn(caplog):

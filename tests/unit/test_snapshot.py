@@ -5,12 +5,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from aigc_core.data.snapshot import (
+    TEXT_SCHEMA,
     SnapshotError,
     find_snapshot,
     image_arrays,
     image_table,
+    list_snapshots,
     read_table,
     split_of,
+    text_split,
+    text_table,
     write_snapshot,
 )
 from tests.conftest import tiny_images
@@ -96,3 +100,27 @@ def test_empty_data_is_refused(tmp_path):
 def test_unknown_snapshot_id(tmp_path):
     with pytest.raises(SnapshotError, match="no snapshot with id 'nope'"):
         find_snapshot(tmp_path, "nope")
+
+
+def test_list_snapshots_skips_staging_folders_and_strays(tmp_path):
+    snap = publish(tmp_path, tiny_images())
+    (tmp_path / "tiny" / ".staging-abc-123").mkdir()  # left by a killed writer
+    (tmp_path / "tiny" / "half").mkdir()  # no manifest: never published
+    assert [s.id for s in list_snapshots(tmp_path)] == [snap.id]
+    assert list_snapshots(tmp_path / "missing") == []
+
+
+def test_text_snapshots_are_content_addressed(tmp_path):
+    def text_snap(texts, params=None):
+        return write_snapshot(
+            tmp_path, "t", text_table(texts), kind="text", source="test", params=params or {}
+        )
+
+    docs = [f"doc {i}" for i in range(30)]
+    first = text_snap(docs)
+    assert text_snap(list(docs)).id == first.id and not text_snap(docs).created
+    assert text_snap(docs[:-1]).id != first.id
+    assert text_snap(docs, {"unicode_form": "NFKC"}).id != first.id  # parameters count
+    table = read_table(first)
+    assert table.schema.equals(TEXT_SCHEMA)
+    assert sorted(text_split(table, "train") + text_split(table, "validation")) == sorted(docs)

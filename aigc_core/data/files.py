@@ -1,0 +1,83 @@
+"""Safe access to user-supplied files: errors that name the file, a folder walk that refuses
+symlinks escaping the folder, and a line reader whose memory is bounded by a line limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB: one JSONL record or one text line
+
+
+class DataSourceError(ValueError):
+    """Input data that cannot be ingested; the message names the file, the problem and the fix."""
+
+
+def require_exists(path: Path) -> Path:
+    if not path.exists():
+        raise DataSourceError(f"{path}: no such file or folder; check --path")
+    return path
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def walk_files(root: Path, suffixes: Iterable[str]) -> list[Path]:
+    """Files under `root` whose suffix (lowercased) is in `suffixes`, sorted by relative path.
+
+    A symlink (file or folder) whose target lies outside `root` is an error: an input folder
+    must not read files from elsewhere on the machine. A file symlink that stays inside is read;
+    a folder symlink that stays inside is skipped (its files are reached through their real path).
+    """
+    root = require_exists(Path(root))
+    if not root.is_dir():
+        raise DataSourceError(f"{root}: expected a folder")
+    real_root = root.resolve()
+    wanted = {s.lower() for s in suffixes}
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            p = here / name
+            if p.is_symlink():
+                target = p.resolve()
+                if not _inside(target, real_root):
+                    raise DataSourceError(
+                        f"{p}: symlink to {target}, which is outside the input folder {root}; "
+                        f"copy the file into the folder instead of linking to it"
+                    )
+                if target.is_dir():  # inside the folder: os.walk reaches its files anyway
+                    continue
+            if name in filenames and p.suffix.lower() in wanted:
+                found.append(p)
+        dirnames[:] = sorted(d for d in dirnames if not (here / d).is_symlink())
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    return sorted(found, key=lambda q: q.relative_to(root).as_posix())
+
+
+def read_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[bytes]:
+    """Yield the lines of a file as bytes (without the newline), never holding more than
+    `max_line_bytes` of one line in memory: a longer line is an error naming its number."""
+    with open(path, "rb") as f:
+        number = 0
+        while True:
+            line = f.readline(max_line_bytes + 1)
+            if not line:
+                return
+            number += 1
+            if len(line) > max_line_bytes and not line.endswith(b"\n"):
+                raise DataSourceError(
+                    f"{path}: line {number} is longer than {max_line_bytes:,} bytes; split it "
+                    f"into smaller records or raise the line limit (max_line_bytes)"
+                )
+            yield line.rstrip(b"\r\n") if line.endswith(b"\n") else line
