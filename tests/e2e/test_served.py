@@ -7,6 +7,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -149,5 +152,36 @@ def test_mlflow_down_fails_the_run_cleanly_and_a_rerun_recovers(served):
     assert elapsed < 420, f"a dead MLflow server took {elapsed:.0f} s to fail the run"
     services.start_mlflow(home, ep)
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == champion_before
+    p = trigger(home, ep, "nightly-retrain/nightly", "preset=smoke", "n_generate=16", watch=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def engine_pid(flow_run_id: str) -> int | None:
+    """The pid of the process the worker started for this flow run (read from /proc)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode() in environ:
+            return int(proc.name)
+    return None
+
+
+def test_a_run_killed_by_sigkill_crashes_and_frees_the_concurrency_slot(served):
+    home, ep = served
+    p = trigger(home, ep, "nightly-retrain/nightly", "preset=smoke", "n_generate=16")
+    assert p.returncode == 0, p.stdout + p.stderr
+    run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", p.stdout).group(1)
+    pid = wait_for(lambda: engine_pid(run_id), 300, "the flow run's process", every=1)
+    os.kill(pid, signal.SIGKILL)
+
+    def state():
+        return {r["id"]: r["state_type"] for r in flow_runs(ep)}.get(run_id)
+
+    # the worker sees its child die and marks the run Crashed, which releases the slot
+    assert wait_for(lambda: state() in ("CRASHED", "FAILED") and state(), 120, "a crashed run")
     p = trigger(home, ep, "nightly-retrain/nightly", "preset=smoke", "n_generate=16", watch=True)
     assert p.returncode == 0, p.stdout + p.stderr
