@@ -17,6 +17,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -79,7 +80,7 @@ def main() -> None:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -100,7 +101,7 @@ def run(
         help="Curation: keep images the evaluator recognizes with at least this confidence.",
     ),
     home: Path = typer.Option(
-        None, envvar="AIGC_HOME", help="Where snapshots, MLflow and content go [default: ./.aigc]."
+        None, envvar="AIGC_HOME", help="Where snapshots, MLflow and content go (default ./.aigc)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),

@@ -11,7 +11,7 @@ from rich.table import Table
 from aigc.cli import _fail, app, err, out
 from aigc_core.paths import Home
 
-HOME_OPTION = typer.Option(None, envvar="AIGC_HOME", help="The aigc home [default: ./.aigc].")
+HOME_OPTION = typer.Option(None, envvar="AIGC_HOME", help="The aigc home (default ./.aigc).")
 
 
 @app.command()
