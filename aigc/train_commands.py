@@ -1,5 +1,118 @@
-"""`aigc train`: train one model family on a snapshot."""
+"""`aigc train`: train one model family on a snapshot.
+
+Runs the train task's body in this process (no Prefect server to start, and SIGTERM reaches the
+trainer): it tracks the run in MLflow, writes checkpoints under the run's folder and the model
+beside them. Exit codes: 0 done; 2 bad input; 75 stopped by SIGTERM after writing a checkpoint
+(rerun with --resume auto); 3 non-finite loss (the last good checkpoint is kept); 1 other errors.
+"""
 
 from __future__ import annotations
 
-from aigc.cli import app  # noqa: F401
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aigc.cli import _fail, _RichReporter, _settings, app, err, out
+from aigc_core.paths import Home
+
+FAMILIES = ("dcgan", "vae", "charlstm", "transformer")
+
+
+@app.command()
+def train(
+    snapshot: str = typer.Option(..., help="Snapshot id to train on (see `aigc datasets`)."),
+    model: str = typer.Option(
+        "dcgan",
+        help="Model family: dcgan or vae (image snapshots), charlstm or transformer "
+        "(text snapshots).",
+    ),
+    preset: str = typer.Option("cpu", help="smoke (seconds), cpu (minutes), gpu (needs CUDA)."),
+    resume: str = typer.Option(
+        "never",
+        help="auto: continue the unfinished run of this snapshot, family and preset from its "
+        "latest valid checkpoint; never: refuse if there is one.",
+    ),
+    init_from: str = typer.Option(
+        None, help="Warm start from a model: models:/NAME@champion, runs:/..., or a folder."
+    ),
+    device: str = typer.Option("auto", help="auto (cuda, then mps, then cpu), or e.g. cpu."),
+    steps: int = typer.Option(None, min=1, help="Override the preset's number of steps."),
+    home: Path = typer.Option(
+        None, envvar="AIGC_HOME", help="Where snapshots, MLflow and runs go [default: ./.aigc]."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
+) -> None:
+    """Train a model on a snapshot; checkpoints, resume, warm start, metrics in MLflow."""
+    h = Home.resolve(home)
+    try:
+        h.ensure()
+    except OSError as e:
+        raise _fail(f"cannot use {h.root} as the aigc home: {e}", 2) from None
+    _settings(h, verbose)
+    if model not in FAMILIES:
+        raise _fail(f"unknown model {model!r}; choose one of {', '.join(FAMILIES)}", 2)
+    if resume not in ("auto", "never"):
+        raise _fail(f"--resume must be auto or never, got {resume!r}", 2)
+    from aigc_core import progress as core_progress
+    from aigc_core.data.snapshot import SnapshotError
+    from aigc_core.training import engine, interrupt
+    from aigc_core.training.checkpoint import CheckpointError
+    from aigc_core.training.loop import Interrupted, NonFiniteLoss
+
+    try:
+        engine.preset(model, preset)
+    except ValueError as e:
+        raise _fail(str(e), 2) from None
+
+    with err.status("starting MLflow...", spinner="dots"):
+        from tasks.training import train as train_task
+
+    columns = [
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
+    try:
+        with interrupt.stop_on_signals(), Progress(*columns, console=err) as bar:
+            core_progress.set_reporter(_RichReporter(bar))
+            result = train_task.fn(
+                snapshot,
+                preset,
+                str(h.root),
+                family=model,
+                device=device,
+                resume=resume,
+                init_from=init_from,
+                overrides={"steps": steps} if steps else None,
+            )
+    except Interrupted as e:
+        raise _fail(
+            f"{e}\nRerun with --resume auto to continue.", interrupt.EXIT_INTERRUPTED
+        ) from None
+    except NonFiniteLoss as e:
+        raise _fail(str(e), interrupt.EXIT_NONFINITE) from None
+    except (SnapshotError, CheckpointError, ValueError) as e:
+        if verbose:
+            err.print_exception()
+        raise _fail(str(e), 2) from None
+    except Exception as e:  # the CLI owns the console: one clear line, details with -v
+        if verbose:
+            err.print_exception()
+        raise _fail(f"{type(e).__name__}: {e}") from None
+    finally:
+        core_progress.set_reporter(None)
+
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+        return
+    table = Table(title="aigc train", show_header=False)
+    for k, v in result.items():
+        if k == "input_example":
+            continue
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    out.print(table)

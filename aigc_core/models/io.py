@@ -11,13 +11,32 @@ from safetensors.torch import load_file, save_file
 
 from aigc_core.atomic import write_bytes_atomic
 from aigc_core.evaluation.classifier import Classifier, ClassifierConfig
+from aigc_core.models.charlstm import CharLSTM, CharLSTMConfig
 from aigc_core.models.dcgan import DCGANConfig, Generator
+from aigc_core.models.transformer import TransformerConfig, TransformerLM
+from aigc_core.models.vae import VAEConfig, VAEDecoder
 
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 
-# config["family"] -> (config dataclass, module class built from it)
-_FAMILIES = {"dcgan": (DCGANConfig, Generator), "classifier": (ClassifierConfig, Classifier)}
+# config["family"] -> (config dataclass, module class built from it). Image families save their
+# generator only (the VAE its decoder): the part that is served, (B, z) -> images in [-1, 1].
+_FAMILIES = {
+    "dcgan": (DCGANConfig, Generator),
+    "vae": (VAEConfig, VAEDecoder),
+    "charlstm": (CharLSTMConfig, CharLSTM),
+    "transformer": (TransformerConfig, TransformerLM),
+    "classifier": (ClassifierConfig, Classifier),
+}
+
+
+def config_from_dict(config: dict):
+    """The config dataclass named by config["family"], rebuilt from a saved dict."""
+    cfg = dict(config)
+    family = cfg.pop("family", None)
+    if family not in _FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {sorted(_FAMILIES)}")
+    return _FAMILIES[family][0](**cfg)
 
 
 def save_model(directory: Path, module: torch.nn.Module, config: dict) -> dict[str, Path]:
@@ -34,10 +53,9 @@ def save_model(directory: Path, module: torch.nn.Module, config: dict) -> dict[s
 def load_model(weights: Path, config: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild the module named by the config's family and load its weights (eval mode)."""
     cfg = json.loads(Path(config).read_text())
-    family = cfg.pop("family", None)
+    family = cfg.get("family")
     if family not in _FAMILIES:
         raise ValueError(f"{config}: unknown model family {family!r}; known: {sorted(_FAMILIES)}")
-    cfg_cls, module_cls = _FAMILIES[family]
-    module = module_cls(cfg_cls(**cfg))
+    module = _FAMILIES[family][1](config_from_dict(cfg))
     module.load_state_dict(load_file(str(weights), device=str(device)))
     return module.to(device).eval()

@@ -9,7 +9,12 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 
 # model family -> the pyfunc file that serves it
-PYFUNC_FILES = {"dcgan": _HERE / "image_generator.py"}
+PYFUNC_FILES = {
+    "dcgan": _HERE / "image_generator.py",
+    "vae": _HERE / "image_generator.py",  # the VAE is served by its decoder: (B, z) -> images
+    "charlstm": _HERE / "text_generator.py",
+    "transformer": _HERE / "text_generator.py",
+}
 
 
 def pyfunc_file(family: str) -> Path:

@@ -10,7 +10,6 @@ the device inside an epoch.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -18,7 +17,9 @@ import torch
 from torch import nn
 
 from aigc_core.models.dcgan import DCGANConfig, Discriminator, Generator
+from aigc_core.training import ddp
 from aigc_core.training.device import autocast, bf16_supported
+from aigc_core.training.loop import fit, optimizer_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class GANTrainConfig:
     beta2: float = 0.999
     seed: int = 0
     bf16: bool = True  # used only where the device supports it
+    checkpoint_every: int = 0  # steps; 0: only at the end (and on SIGTERM)
 
     @property
     def total_steps(self) -> int:
@@ -53,8 +55,13 @@ PRESETS: dict[str, tuple[DCGANConfig, GANTrainConfig]] = {
         DCGANConfig(g_width=64, d_width=32),
         GANTrainConfig(batch_size=64, epochs=12, steps_per_epoch=250, lr=2e-4, beta1=0.5),
     ),
+    # the seed's architecture on a GPU, a twentieth of its recipe: minutes
+    "gpu": (
+        DCGANConfig(),
+        GANTrainConfig(batch_size=128, epochs=10, steps_per_epoch=500, checkpoint_every=1000),
+    ),
     # the seed's recipe: batch 128, Adam 1e-4, 100 epochs x 1000 steps; meant for a GPU
-    "seed": (DCGANConfig(), GANTrainConfig()),
+    "seed": (DCGANConfig(), GANTrainConfig(checkpoint_every=5000)),
 }
 
 
@@ -71,6 +78,7 @@ class GAN:
     discriminator: Discriminator
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
+    wrapped: tuple[nn.Module, nn.Module] | None = None  # (G, D) wrapped for DDP
 
 
 def build_gan(model_cfg: DCGANConfig, train_cfg: GANTrainConfig, device: torch.device) -> GAN:
@@ -78,13 +86,8 @@ def build_gan(model_cfg: DCGANConfig, train_cfg: GANTrainConfig, device: torch.d
     g = Generator(model_cfg).to(device, memory_format=torch.channels_last)
     d = Discriminator(model_cfg).to(device, memory_format=torch.channels_last)
     kw = dict(lr=train_cfg.lr, betas=(train_cfg.beta1, train_cfg.beta2))
-    fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
-    return GAN(
-        g,
-        d,
-        torch.optim.Adam(g.parameters(), **kw, **fused),
-        torch.optim.Adam(d.parameters(), **kw, **fused),
-    )
+    kw |= optimizer_kwargs(device)
+    return GAN(g, d, torch.optim.Adam(g.parameters(), **kw), torch.optim.Adam(d.parameters(), **kw))
 
 
 def train_step(
@@ -92,15 +95,16 @@ def train_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One adversarial step on a batch of real images in [-1, 1]; returns (loss_d, loss_g)."""
     g, d = gan.generator, gan.discriminator
+    g_run, d_run = gan.wrapped or (g, d)  # DDP wrappers when distributed
     bce = nn.functional.binary_cross_entropy_with_logits
     b = real.shape[0]
     targets = torch.cat(
         [torch.ones(b, 1, device=real.device), torch.zeros(b, 1, device=real.device)]
     )
     with autocast(real.device, use_bf16):
-        fake = g(z)  # (B, C, H, W), the only generator forward of this step
+        fake = g_run(z)  # (B, C, H, W), the only generator forward of this step
         # discriminator: real and detached fake in one forward
-        logits = d(torch.cat([real, fake.detach()]))  # (2B, 1)
+        logits = d_run(torch.cat([real, fake.detach()]))  # (2B, 1)
         loss_d = bce(logits.float(), targets)
     gan.opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
@@ -108,6 +112,7 @@ def train_step(
 
     # generator: through a frozen discriminator, towards "real"
     d.requires_grad_(False)
+    # (through the raw module: no DDP gradient sync for D here, its grads are not used)
     with autocast(real.device, use_bf16):
         loss_g = bce(d(fake).float(), targets[:b])
     gan.opt_g.zero_grad(set_to_none=True)
@@ -115,6 +120,61 @@ def train_step(
     gan.opt_g.step()
     d.requires_grad_(True)
     return loss_d.detach(), loss_g.detach()
+
+
+class GANJob:
+    """The DCGAN as a job for `loop.fit`: batches and latents drawn by index from a seeded
+    generator, images held on the device."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        model_cfg: DCGANConfig,
+        train_cfg: GANTrainConfig,
+        device: torch.device,
+    ):
+        check_images(images, model_cfg)
+        self.model_cfg, self.train_cfg, self.device = model_cfg, train_cfg, device
+        self.gan = build_gan(model_cfg, train_cfg, device)
+        if ddp.is_distributed():
+            self.gan.wrapped = (
+                ddp.wrap(self.gan.generator, device),
+                ddp.wrap(self.gan.discriminator, device),
+            )
+        self.data = (images.to(device) * 2 - 1).contiguous(memory_format=torch.channels_last)
+        self.use_bf16 = train_cfg.bf16 and bf16_supported(device)
+        self.rng = torch.Generator(device="cpu").manual_seed(train_cfg.seed + 1000 * ddp.rank())
+        self.modules = {"generator": self.gan.generator, "discriminator": self.gan.discriminator}
+        self.optimizers = {"generator": self.gan.opt_g, "discriminator": self.gan.opt_d}
+        self.samples_per_step = train_cfg.batch_size
+        log.info(
+            "training DCGAN on %s (bf16=%s): %d images, %d steps of %d",
+            device,
+            self.use_bf16,
+            len(self.data),
+            train_cfg.total_steps,
+            train_cfg.batch_size,
+        )
+
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        b = self.train_cfg.batch_size
+        idx = torch.randint(len(self.data), (b,), generator=self.rng)
+        z = torch.randn(b, self.model_cfg.z_dim, generator=self.rng)
+        loss_d, loss_g = train_step(
+            self.gan, self.data[idx.to(self.device)], z.to(self.device), self.use_bf16
+        )
+        return {"loss_d": loss_d, "loss_g": loss_g}
+
+    def evaluate(self) -> dict[str, float]:
+        return {}
+
+
+def check_images(images: torch.Tensor, model_cfg: DCGANConfig) -> None:
+    want = (model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
+    if images.ndim != 4 or tuple(images.shape[1:]) != want:
+        raise ValueError(
+            f"images must be (N, {want[0]}, {want[1]}, {want[2]}), got {tuple(images.shape)}"
+        )
 
 
 OnStep = Callable[[int, int], None]
@@ -129,65 +189,27 @@ def train_gan(
     on_step: OnStep | None = None,
     on_epoch: OnEpoch | None = None,
 ) -> tuple[GAN, list[dict]]:
-    """Train on `images` ((N, C, H, W) in [0, 1]); returns the GAN and per-epoch metrics."""
-    if images.ndim != 4 or images.shape[1:] != (
-        model_cfg.channels,
-        model_cfg.image_size,
-        model_cfg.image_size,
-    ):
-        raise ValueError(
-            f"images must be (N, {model_cfg.channels}, {model_cfg.image_size}, "
-            f"{model_cfg.image_size}), got {tuple(images.shape)}"
-        )
-    gan = build_gan(model_cfg, train_cfg, device)
-    data = (images.to(device) * 2 - 1).contiguous(memory_format=torch.channels_last)
-    use_bf16 = train_cfg.bf16 and bf16_supported(device)
-    log.info(
-        "training DCGAN on %s (bf16=%s): %d images, %d steps of %d",
-        device,
-        use_bf16,
-        len(data),
-        train_cfg.total_steps,
-        train_cfg.batch_size,
-    )
-    gen = torch.Generator(device="cpu").manual_seed(train_cfg.seed)
-    history = []
-    step = 0
-    for epoch in range(1, train_cfg.epochs + 1):
-        t0 = time.perf_counter()
-        sum_d = torch.zeros((), device=device)
-        sum_g = torch.zeros((), device=device)
-        for _ in range(train_cfg.steps_per_epoch):
-            idx = torch.randint(len(data), (train_cfg.batch_size,), generator=gen)
-            z = torch.randn(train_cfg.batch_size, model_cfg.z_dim, generator=gen)
-            loss_d, loss_g = train_step(gan, data[idx.to(device)], z.to(device), use_bf16)
-            sum_d += loss_d
-            sum_g += loss_g
-            step += 1
-            if on_step is not None:
-                on_step(step, train_cfg.total_steps)
-        loss_d, loss_g = (
-            (sum_d / train_cfg.steps_per_epoch).item(),
-            (sum_g / train_cfg.steps_per_epoch).item(),
-        )
-        if not (torch.isfinite(torch.tensor([loss_d, loss_g])).all()):
-            raise FloatingPointError(f"non-finite loss at epoch {epoch}: D {loss_d}, G {loss_g}")
-        dt = time.perf_counter() - t0
-        metrics = {
-            "loss_d": loss_d,
-            "loss_g": loss_g,
-            "images_per_s": train_cfg.steps_per_epoch * train_cfg.batch_size / dt,
-        }
-        history.append({"epoch": epoch, **metrics})
-        log.info(
-            "epoch %d/%d: loss_d %.4f loss_g %.4f (%.0f images/s)",
-            epoch,
-            train_cfg.epochs,
-            loss_d,
-            loss_g,
-            metrics["images_per_s"],
-        )
+    """Train on `images` ((N, C, H, W) in [0, 1]); returns the GAN and per-epoch metrics
+    (loss_d, loss_g, images_per_s). For checkpoints and resuming use GANJob with loop.fit."""
+    job = GANJob(images, model_cfg, train_cfg, device)
+
+    def epoch_end(step: int, m: dict) -> None:
         if on_epoch is not None:
-            on_epoch(epoch, metrics)
-    gan.generator.eval()
-    return gan, history
+            on_epoch(step // train_cfg.steps_per_epoch, epoch_metrics(m))
+
+    logged = fit(
+        job,
+        train_cfg.total_steps,
+        log_every=train_cfg.steps_per_epoch,
+        on_log=epoch_end,
+        on_step=on_step,
+    )
+    job.gan.generator.eval()
+    history = [
+        {"epoch": m["step"] // train_cfg.steps_per_epoch, **epoch_metrics(m)} for m in logged
+    ]
+    return job.gan, history
+
+
+def epoch_metrics(m: dict) -> dict:
+    return {"loss_d": m["loss_d"], "loss_g": m["loss_g"], "images_per_s": m["samples_per_s"]}

@@ -1,0 +1,83 @@
+"""Character-level LSTM language model.
+
+References:
+- Hochreiter, Schmidhuber, "Long Short-Term Memory" (1997).
+- Karpathy, "The Unreasonable Effectiveness of Recurrent Neural Networks" (2015), char-rnn.
+- Zaremba, Sutskever, Vinyals, "Recurrent Neural Network Regularization" (2014), arXiv:1409.2329:
+  dropout between LSTM layers and before the output layer.
+
+Embedding (V -> E) -> 2-layer LSTM (H, dropout between layers) -> Dropout -> Linear (H -> V).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class CharLSTMConfig:
+    vocab: str  # the characters, in id order (see aigc_core.models.chars)
+    embed_dim: int = 64
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.2
+    block_size: int = 128  # training window length (BPTT length)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def to_dict(self) -> dict:
+        return {"family": "charlstm", **asdict(self)}
+
+
+State = tuple[torch.Tensor, torch.Tensor]
+Picker = Callable[[torch.Tensor], torch.Tensor]  # logits (B, V) -> token ids (B, 1)
+
+
+class CharLSTM(nn.Module):
+    def __init__(self, cfg: CharLSTMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
+        self.lstm = nn.LSTM(
+            cfg.embed_dim,
+            cfg.hidden,
+            num_layers=cfg.layers,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: State | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, State]:
+        """idx (B, T) -> logits (B, T, V), mean cross-entropy in nats if targets, new state."""
+        h, state = self.lstm(self.embed(idx), state)  # (B, T, H)
+        logits = self.head(self.drop(h))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        return logits, loss, state
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, pick: Picker) -> torch.Tensor:
+        """Continue each row of idx (B, T0) by max_new_tokens tokens chosen by `pick`
+        (last-position logits (B, V) -> ids (B, 1), e.g. aigc_core.models.sampling.next_token);
+        returns (B, T0 + max_new_tokens). The LSTM state carries over, so each step costs O(1)."""
+        was_training = self.training
+        self.eval()
+        logits, _, state = self(idx)
+        out = [idx]
+        for _ in range(max_new_tokens):
+            tok = pick(logits[:, -1].float())  # (B, 1)
+            out.append(tok)
+            logits, _, state = self(tok, state=state)
+        self.train(was_training)
+        return torch.cat(out, dim=1)

@@ -1,0 +1,208 @@
+"""Training throughput: the project's DCGAN step against a naive PyTorch port of the seed's loop.
+
+Both run the seed's exact DCGAN (generator widths 128, discriminator 64/128, 28x28x1, z 100) at
+batch 128 on this machine's CPU, in this process, alternating rounds so that load from other
+processes hits both sides alike. The baseline is our own copy of the naive port (as in
+shared/bench/seed_torch_dcgan.py): fp32, the seed's order (G predicts fakes without grad, D
+trains on real then fake in two updates, G trains on fresh noise through a D that still
+accumulates weight gradients), a `.item()` host sync after every update. The project's path is
+aigc_core.training.gan.GANJob: bf16 autocast where the CPU supports it, channels_last, fused
+Adam, one G forward per step, D on real and fake in one forward, no host sync inside the loop.
+
+images/s counts real images seen by D per second on both sides. GFLOP/s uses the FLOPs that
+torch's FlopCounterMode counts for one step of each side (convolutions and matmuls, forward
+and backward). It then reports samples/s for every family at its cpu preset (images for the
+image models, characters for the language models).
+
+Ends with one JSON line (DESIGN.md section 5).
+usage: python benchmarks/train_throughput.py [--steps N] [--rounds R] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from aigc_core.models.dcgan import DCGANConfig
+from aigc_core.training import engine
+from aigc_core.training.device import bf16_supported
+from aigc_core.training.gan import GANJob, GANTrainConfig
+
+BATCH = 128
+
+
+# --- the baseline: a naive port of the seed's loop (own copy) --------------------------------
+def seed_generator(z_dim=100):
+    return nn.Sequential(
+        nn.Linear(z_dim, 7 * 7 * 128, bias=False),
+        nn.BatchNorm1d(7 * 7 * 128, momentum=0.2),
+        nn.LeakyReLU(0.2),
+        nn.Unflatten(1, (128, 7, 7)),
+        nn.ConvTranspose2d(128, 128, 5, 1, 2, bias=False),
+        nn.BatchNorm2d(128, momentum=0.2),
+        nn.LeakyReLU(0.2),
+        nn.ConvTranspose2d(128, 128, 5, 2, 2, output_padding=1, bias=False),
+        nn.BatchNorm2d(128, momentum=0.2),
+        nn.LeakyReLU(0.2),
+        nn.ConvTranspose2d(128, 128, 5, 2, 2, output_padding=1, bias=False),
+        nn.BatchNorm2d(128, momentum=0.2),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(128, 1, 5, 1, 2, bias=False),
+        nn.Tanh(),
+    )
+
+
+def seed_discriminator():
+    return nn.Sequential(
+        nn.Conv2d(1, 64, 5, 2, 2),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.3),
+        nn.Conv2d(64, 128, 5, 2, 2),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.3),
+        nn.Flatten(),
+        nn.Linear(128 * 7 * 7, 1),
+    )
+
+
+class NaiveSeedLoop:
+    def __init__(self, x_train: np.ndarray, batch: int = BATCH):
+        torch.manual_seed(0)
+        self.rng = np.random.default_rng(0)
+        self.x, self.b = x_train, batch
+        self.G, self.D = seed_generator(), seed_discriminator()
+        self.og = torch.optim.Adam(self.G.parameters(), 1e-4)
+        self.od = torch.optim.Adam(self.D.parameters(), 1e-4)
+        self.bce = nn.BCEWithLogitsLoss()
+        self.ones, self.zeros = torch.ones(batch, 1), torch.zeros(batch, 1)
+
+    def step(self) -> None:
+        with torch.no_grad():
+            self.G.eval()
+            fake = self.G(torch.randn(self.b, 100))
+            self.G.train()
+        real = torch.from_numpy(self.x[self.rng.integers(0, len(self.x), self.b)])
+        for imgs, lab in ((real, self.ones), (fake, self.zeros)):
+            self.od.zero_grad()
+            loss = self.bce(self.D(imgs), lab)
+            loss.backward()
+            self.od.step()
+            loss.item()
+        self.og.zero_grad()
+        g_loss = self.bce(self.D(self.G(torch.randn(self.b, 100))), self.ones)
+        g_loss.backward()
+        self.og.step()
+        g_loss.item()
+
+    def sync(self) -> None:
+        pass
+
+
+# --- the project's path -----------------------------------------------------------------------
+class ProjectLoop:
+    def __init__(self, images01: torch.Tensor, batch: int = BATCH):
+        cfg = GANTrainConfig(batch_size=batch, lr=1e-4)
+        self.job = GANJob(images01, DCGANConfig(), cfg, torch.device("cpu"))
+        self.n, self.last = 0, None
+
+    def step(self) -> None:
+        self.n += 1
+        self.last = self.job.train_step(self.n)
+
+    def sync(self) -> None:
+        if self.last is not None:
+            float(self.last["loss_d"])
+
+
+def step_flops(loop) -> float:
+    with FlopCounterMode(display=False) as fc:
+        loop.step()
+    loop.sync()
+    return float(fc.get_total_flops())
+
+
+def time_steps(loop, steps: int) -> float:
+    """Seconds per step over `steps` steps (one host sync at the end)."""
+    t = time.perf_counter()
+    for _ in range(steps):
+        loop.step()
+    loop.sync()
+    return (time.perf_counter() - t) / steps
+
+
+def family_samples_per_s(family: str, steps: int) -> float:
+    """samples/s of `family` at its cpu preset on synthetic data (after 2 warm-up steps)."""
+    model_cfg, train_cfg = engine.preset(family, "cpu")
+    g = torch.Generator().manual_seed(0)
+    if family in engine.IMAGE_FAMILIES:
+        data = engine.TrainData(images=torch.rand(2048, 1, 28, 28, generator=g))
+    else:
+        words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "cat"]
+        idx = torch.randint(len(words), (40_000,), generator=g).tolist()
+        text = " ".join(words[i] for i in idx) + ".\n"
+        vocab, _, _ = engine.lm.prepare_text(text)
+        model_cfg = engine.lm.with_vocab(model_cfg, vocab)
+        data = engine.TrainData(text=text)
+    job = engine.build_job(family, model_cfg, train_cfg, data, torch.device("cpu"))
+    for s in (1, 2):
+        job.train_step(s)
+    t = time.perf_counter()
+    for s in range(3, steps + 3):
+        losses = job.train_step(s)
+    float(next(iter(losses.values())))
+    return steps * job.samples_per_step / (time.perf_counter() - t)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--steps", type=int, default=4, help="timed steps per round and side")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--family-steps", type=int, default=10)
+    p.add_argument("--quick", action="store_true", help="1 round of 2 steps (a smoke check)")
+    a = p.parse_args()
+    if a.quick:
+        a.steps, a.rounds, a.family_steps = 2, 1, 3
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(10_000, 1, 28, 28)).astype("float32")
+    base = NaiveSeedLoop(x)
+    ours = ProjectLoop(torch.from_numpy((x + 1) / 2))
+    flops_base, flops_ours = step_flops(base), step_flops(ours)
+    for loop in (base, ours):  # warm-up (allocator, oneDNN primitive caches)
+        time_steps(loop, 2)
+    t_base, t_ours = [], []
+    for _ in range(a.rounds):  # alternate, so machine load hits both sides alike
+        t_base.append(time_steps(base, a.steps))
+        t_ours.append(time_steps(ours, a.steps))
+    sb, so = statistics.median(t_base), statistics.median(t_ours)
+    result = {
+        "benchmark": "train_dcgan_cpu",
+        "unit": "images/s",
+        "value": round(BATCH / so, 1),
+        "baseline": round(BATCH / sb, 1),
+        "ratio": round(sb / so, 2),
+        "batch": BATCH,
+        "threads": torch.get_num_threads(),
+        "bf16": bf16_supported(torch.device("cpu")),
+        "gflop_per_step": round(flops_ours / 1e9, 2),
+        "gflop_per_step_baseline": round(flops_base / 1e9, 2),
+        "gflops": round(flops_ours / so / 1e9, 1),
+        "gflops_baseline": round(flops_base / sb / 1e9, 1),
+        "rounds": a.rounds,
+        "steps_per_round": a.steps,
+    }
+    for family in engine.FAMILIES:
+        result[f"{family}_cpu_samples_per_s"] = round(
+            family_samples_per_s(family, a.family_steps), 1
+        )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The shared loop and engine: loss goes down for every family, non-finite losses stop with
+the last good checkpoint kept, warm starts load the saved model, presets are checked."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from aigc_core.models.io import save_model
+from aigc_core.training import engine
+from aigc_core.training.checkpoint import list_checkpoints, save_checkpoint
+from aigc_core.training.loop import NonFiniteLoss, TrainConfig, capture, fit
+
+CPU = torch.device("cpu")
+TEXT = "she sells sea shells by the sea shore. " * 60
+
+
+class ToyJob:
+    """Fits y = 2x; from step `nan_at` on, its loss is NaN."""
+
+    def __init__(self, nan_at: int | None = None):
+        torch.manual_seed(0)
+        self.model = nn.Linear(1, 1)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        self.rng = torch.Generator().manual_seed(0)
+        self.modules, self.optimizers = {"model": self.model}, {"model": self.opt}
+        self.samples_per_step, self.nan_at = 8, nan_at
+
+    def train_step(self, step):
+        x = torch.randn(8, 1, generator=self.rng)
+        loss = ((self.model(x) - 2 * x) ** 2).mean()
+        if self.nan_at is not None and step >= self.nan_at:
+            loss = loss * float("nan")
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.detach()}
+
+    def evaluate(self):
+        return {}
+
+
+def test_non_finite_loss_stops_and_names_the_last_good_checkpoint(tmp_path):
+    job = ToyJob(nan_at=13)
+
+    def save(step):
+        return save_checkpoint(tmp_path, step, capture(job, step, {}), keep=10)
+
+    with pytest.raises(NonFiniteLoss) as e:
+        fit(job, 40, log_every=5, checkpoint_every=5, save=save)
+    assert e.value.step == 15  # found at the first check after step 13
+    assert e.value.last_checkpoint.name == "ckpt-00000010.pt"
+    # no checkpoint was written from the poisoned steps
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [10, 5]
+    kept = torch.load(e.value.last_checkpoint, weights_only=True)["modules"]["model"]
+    assert all(torch.isfinite(v).all() for v in kept.values())
+
+
+def test_fit_logs_every_n_steps_and_loss_goes_down():
+    history = fit(ToyJob(), 30, log_every=10)
+    assert [h["step"] for h in history] == [10, 20, 30]
+    assert history[-1]["loss"] < history[0]["loss"] / 10
+    assert all(h["samples_per_s"] > 0 for h in history)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = TrainConfig(lr=1.0, steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert cfg.lr_at(0) == pytest.approx(0.1) and cfg.lr_at(9) == pytest.approx(1.0)
+    assert cfg.lr_at(10) == pytest.approx(1.0) and cfg.lr_at(100) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("family", ["charlstm", "transformer"])
+def test_language_models_learn_and_report_bits_per_character(tmp_path, family):
+    r = engine.train_model(
+        family,
+        "smoke",
+        engine.TrainData(text=TEXT),
+        CPU,
+        tmp_path,
+        overrides={"steps": 30, "log_every": 10, "lr": 1e-2},
+    )
+    first, last = r.history[0], r.history[-1]
+    assert last["val_loss"] < first["val_loss"] - 0.3
+    assert last["val_bpc"] == pytest.approx(last["val_loss"] / math.log(2))
+    assert r.model_cfg.vocab == "".join(sorted(set(TEXT)))
+    assert r.last_checkpoint.name == "ckpt-00000030.pt"
+
+
+def test_vae_learns(tmp_path):
+    images = torch.zeros(64, 1, 28, 28)
+    images[::2, :, 8:20, 8:20] = 1.0
+    r = engine.train_model(
+        "vae",
+        "smoke",
+        engine.TrainData(images=images, val_images=images[:16]),
+        CPU,
+        tmp_path,
+        overrides={"steps": 20, "log_every": 10},
+    )
+    assert r.history[-1]["loss"] < r.history[0]["loss"]
+    assert r.history[-1]["val_neg_elbo"] < 543  # 784 * ln 2: what a fair coin per pixel costs
+    module, cfg = r.serving_module()
+    assert cfg["family"] == "vae" and module(torch.zeros(2, 8)).shape == (2, 1, 28, 28)
+
+
+def test_dcgan_through_the_engine_matches_train_gan(tmp_path):
+    from aigc_core.training.gan import GANTrainConfig, train_gan
+
+    images = torch.rand(32, 1, 28, 28)
+    r = engine.train_model(
+        "dcgan", "smoke", engine.TrainData(images=images), CPU, tmp_path, overrides={"bf16": False}
+    )
+    model_cfg, train_cfg = engine.preset("dcgan", "smoke")
+    gan, _ = train_gan(
+        images, model_cfg, GANTrainConfig(**{**train_cfg.to_dict(), "bf16": False}), CPU
+    )
+    for a, b in zip(
+        r.job.gan.generator.state_dict().values(), gan.generator.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
+def test_warm_start_loads_the_saved_model_and_keeps_its_vocabulary(tmp_path):
+    first = engine.train_model(
+        "transformer", "smoke", engine.TrainData(text=TEXT), CPU, tmp_path / "a",
+        overrides={"steps": 10},
+    )  # fmt: skip
+    module, cfg = first.serving_module()
+    save_model(tmp_path / "model", module, cfg)
+    warm = engine.train_model(
+        "transformer", "smoke", engine.TrainData(text=TEXT[:600]), CPU, tmp_path / "b",
+        init_from=tmp_path / "model", overrides={"steps": 1, "lr": 0.0},
+    )  # fmt: skip
+    assert warm.model_cfg.vocab == first.model_cfg.vocab
+    for a, b in zip(
+        module.state_dict().values(), warm.job.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)  # lr 0: the weights are exactly the warm-start ones
+    with pytest.raises(ValueError, match="is a transformer model, not charlstm"):
+        engine.train_model(
+            "charlstm", "smoke", engine.TrainData(text=TEXT), CPU, tmp_path / "c",
+            init_from=tmp_path / "model",
+        )  # fmt: skip
+
+
+def test_unknown_family_and_preset_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown model family 'gpt5'"):
+        engine.preset("gpt5", "cpu")
+    with pytest.raises(ValueError, match="unknown preset 'huge' for vae"):
+        engine.preset("vae", "huge")
+    for family in engine.FAMILIES:
+        assert {"smoke", "cpu", "gpu"} <= set(engine.presets(family))
