@@ -1,5 +1,131 @@
-"""`aigc generate`: batch content generation from a registered model."""
+"""`aigc generate`: a curated content batch from a registered model."""
 
 from __future__ import annotations
 
-from aigc.cli import app  # noqa: F401
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aigc.cli import _fail, _RichReporter, _settings, app, err, out
+from aigc_core.paths import Home
+
+
+@app.command()
+def generate(
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="Registered model: NAME (its champion), NAME@ALIAS or NAME/VERSION.",
+    ),
+    n: int = typer.Option(..., "--n", min=1, help="Items to generate."),
+    shards: int = typer.Option(
+        None,
+        "--shards",
+        min=1,
+        help="Shards to split the work into (default: one per 4,096 items).",
+    ),
+    seed: int = typer.Option(0, help="Seed of the batch; each shard derives its own from it."),
+    policy: Path = typer.Option(
+        None, "--policy", help="Curation policy file (YAML or JSON) (default: built-in)."
+    ),
+    prompt_file: Path = typer.Option(
+        None, "--prompt-file", help="Prompts, one per line (text models only)."
+    ),
+    dask_address: str = typer.Option(
+        None, "--dask-address", help="Run shards on this Dask scheduler (tcp://host:port)."
+    ),
+    dask_local: int = typer.Option(
+        None, "--dask-local", min=1, help="Run shards on a local Dask cluster of N workers."
+    ),
+    home: Path = typer.Option(
+        None, envvar="AIGC_HOME", help="Where snapshots, MLflow and content go (default: ./.aigc)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
+) -> None:
+    """Generate a batch from a registered model, shard by shard; score, filter, and publish it
+    with a manifest and an HTML review report. A rerun resumes an interrupted batch."""
+    if dask_address and dask_local:
+        raise _fail("give either --dask-address or --dask-local, not both", 2)
+    if shards is not None and shards > n:
+        raise _fail(f"--shards {shards} is more than --n {n}: use at most {n} shards", 2)
+    for label, path in (("--policy", policy), ("--prompt-file", prompt_file)):
+        if path is not None and not path.is_file():
+            raise _fail(f"{label} {path}: no such file", 2)
+    h = Home.resolve(home)
+    try:
+        h.ensure()
+    except OSError as e:
+        raise _fail(f"cannot use {h.root} as the aigc home: {e}", 2) from None
+    _settings(h, verbose)
+    from aigc_core import progress as core_progress
+    from aigc_core.curation.policy import PolicyError, load_policy
+
+    try:
+        load_policy(policy)  # fail before starting anything
+    except PolicyError as e:
+        raise _fail(str(e), 2) from None
+
+    with err.status("starting Prefect and MLflow...", spinner="dots"):
+        from flows.batch_generate import run_batch_generate
+
+    columns = [
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
+    try:
+        with Progress(*columns, console=err, transient=False) as bar:
+            core_progress.set_reporter(_RichReporter(bar))
+            summary = run_batch_generate(
+                model=model,
+                n=n,
+                shards=shards,
+                seed=seed,
+                policy_file=str(policy) if policy else None,
+                prompt_file=str(prompt_file) if prompt_file else None,
+                home=str(h.root),
+                dask_address=dask_address,
+                dask_local=dask_local,
+            )
+    except LookupError as e:
+        raise _fail(str(e.args[0] if e.args else e)) from None
+    except Exception as e:  # the CLI owns the console: one clear line, details with -v
+        if verbose:
+            err.print_exception()
+        raise _fail(f"{type(e).__name__}: {e}") from None
+    finally:
+        core_progress.set_reporter(None)
+
+    batch_dir = Path(summary["batch_dir"])
+    result = {
+        k: summary[k]
+        for k in (
+            "batch_id",
+            "batch_dir",
+            "model_name",
+            "model_version",
+            "run_id",
+            "snapshot_id",
+            "seed",
+            "n_generated",
+            "n_kept",
+            "rejected_by_reason",
+            "shards_skipped",
+            "batch_run_id",
+        )
+    }
+    result["shards"] = len(summary["shards"])
+    result["report"] = str(batch_dir / summary["report"])
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+        return
+    table = Table(title="aigc generate", show_header=False)
+    for k, v in result.items():
+        table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
+    out.print(table)
+    out.print(f"review report: {result['report']}")

@@ -1,0 +1,88 @@
+"""The curation policy file: one threshold per scorer, YAML or JSON.
+
+    # policy.yaml
+    image:
+      min_confidence: 0.9        # evaluator's top-class probability
+      max_duplicate_bits: 2      # phash Hamming distance to an earlier item of the batch
+      min_train_distance: 0.02   # RMS pixel distance to the nearest training image
+    text:
+      min_words: 3
+      max_perplexity: 200
+      blocklist: [badword]
+      pii: [email, phone, ipv4, credit_card]
+      minhash_threshold: 0.8
+      max_train_ngram_fraction: 0.0
+
+Keys left out take the defaults of `ImagePolicy` / `TextPolicy`; null turns a scorer off;
+an unknown key is an error (a typo must not silently disable a filter).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aigc_core.curation.images import ImagePolicy
+from aigc_core.curation.text import TextPolicy
+
+
+class PolicyError(ValueError):
+    """A policy file cannot be read or names unknown scorers."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    image: ImagePolicy = field(default_factory=ImagePolicy)
+    text: TextPolicy = field(default_factory=TextPolicy)
+
+    def to_dict(self) -> dict:
+        return {"image": self.image.to_dict(), "text": self.text.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict | None, source: str = "policy") -> Policy:
+        data = data or {}
+        if not isinstance(data, dict):
+            raise PolicyError(f"{source}: expected a mapping with 'image' and/or 'text' sections")
+        unknown = set(data) - {"image", "text"}
+        if unknown:
+            raise PolicyError(f"{source}: unknown section(s) {sorted(unknown)}; use image, text")
+        parts = {}
+        for section, klass in (("image", ImagePolicy), ("text", TextPolicy)):
+            values = data.get(section) or {}
+            if not isinstance(values, dict):
+                raise PolicyError(f"{source}: section {section!r} must be a mapping")
+            known = {f.name for f in dataclasses.fields(klass)}
+            bad = set(values) - known
+            if bad:
+                raise PolicyError(
+                    f"{source}: unknown {section} threshold(s) {sorted(bad)}; "
+                    f"known: {', '.join(sorted(known))}"
+                )
+            try:
+                parts[section] = klass(**values)
+            except (TypeError, ValueError) as e:
+                raise PolicyError(f"{source}: {section}: {e}") from None
+        return cls(**parts)
+
+
+def load_policy(path: str | Path | None) -> Policy:
+    """Read a policy from a .yaml/.yml or .json file; None gives the defaults."""
+    if path is None:
+        return Policy()
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise PolicyError(f"policy file {p} must end in .yaml, .yml or .json")
+    try:
+        raw = p.read_text()
+    except OSError as e:
+        raise PolicyError(f"cannot read policy file {p}: {e.strerror}") from None
+    import yaml
+
+    try:
+        data = json.loads(raw) if suffix == ".json" else yaml.safe_load(raw)
+    except (ValueError, yaml.YAMLError) as e:
+        raise PolicyError(f"policy file {p} is not valid {suffix[1:]}: {e}") from None
+    return Policy.from_dict(data, source=str(p))

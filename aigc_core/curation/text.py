@@ -1,0 +1,331 @@
+"""Text curation: perplexity bounds, Gopher repetition rules, length, a blocklist, PII patterns,
+MinHash near-duplicates and long n-gram overlap with the training text.
+
+References:
+- Rae et al., "Scaling Language Models: Methods, Analysis & Insights from Training Gopher"
+  (2021), arXiv:2112.11446, appendix A (repetition removal thresholds used as defaults here).
+- Broder, "On the resemblance and containment of documents" (1997): MinHash; the LSH index is
+  datasketch's `MinHashLSH`.
+- Brown et al., "Language Models are Few-Shot Learners" (2020): 13-gram overlap for
+  contamination; here the same test flags generated text that copies training text.
+
+Like image curation, `score_texts` is per item and `decide_texts` applies a policy to a batch;
+every item is kept or rejected with all of its reasons.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+_WORD = re.compile(r"\w+(?:['’]\w+)*", re.UNICODE)
+
+# PII patterns: precise enough to avoid flagging ordinary numbers and prose.
+PII_PATTERNS: dict[str, re.Pattern] = {
+    "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
+    "phone": re.compile(
+        r"(?<![\w+])(?:\+\d{1,3}(?:[ .-]\d{1,4}){2,4}"  # international: +CC and 2-4 groups
+        r"|(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4})(?!\w)"  # North American: 3-3-4
+    ),
+    "ipv4": re.compile(
+        r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])"
+    ),
+    "credit_card": re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"),
+}
+
+GOPHER_TOP_NGRAM = {2: 0.20, 3: 0.18, 4: 0.16}
+GOPHER_DUP_NGRAM = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+
+
+@dataclass(frozen=True)
+class TextPolicy:
+    min_words: int | None = 3
+    max_words: int | None = 2000
+    min_perplexity: float | None = None  # under the generating model; needs token log-probs
+    max_perplexity: float | None = None
+    max_duplicate_line_fraction: float | None = 0.30  # Gopher: lines that repeat an earlier line
+    max_duplicate_line_char_fraction: float | None = 0.20
+    max_top_ngram_fraction: dict[int, float] | None = field(
+        default_factory=lambda: dict(GOPHER_TOP_NGRAM)
+    )
+    max_duplicate_ngram_fraction: dict[int, float] | None = field(
+        default_factory=lambda: dict(GOPHER_DUP_NGRAM)
+    )
+    blocklist: tuple[str, ...] = ()  # words or phrases, matched case-insensitively as words
+    pii: tuple[str, ...] = tuple(PII_PATTERNS)  # which PII patterns reject an item
+    minhash_threshold: float | None = 0.8  # estimated Jaccard similarity of word shingles
+    minhash_shingle: int = 3
+    minhash_num_perm: int = 128
+    train_ngram: int = 13  # word n-gram length for overlap with the training text
+    max_train_ngram_fraction: float | None = 0.0  # fraction of the item's n-grams seen in training
+
+    def __post_init__(self):
+        unknown = set(self.pii) - set(PII_PATTERNS)
+        if unknown:
+            raise ValueError(
+                f"unknown PII pattern(s) {sorted(unknown)}; choose from {sorted(PII_PATTERNS)}"
+            )
+        for name in ("max_duplicate_line_fraction", "max_duplicate_line_char_fraction"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1] or be null, got {v}")
+        if self.minhash_threshold is not None and not 0.0 < self.minhash_threshold <= 1.0:
+            raise ValueError(f"minhash_threshold must lie in (0, 1], got {self.minhash_threshold}")
+        if self.train_ngram < 1 or self.minhash_shingle < 1:
+            raise ValueError("train_ngram and minhash_shingle must be >= 1")
+        # YAML/JSON keys are strings: normalize {"2": 0.2} to {2: 0.2}
+        for name in ("max_top_ngram_fraction", "max_duplicate_ngram_fraction"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, {int(k): float(x) for k, x in v.items()})
+        object.__setattr__(self, "blocklist", tuple(self.blocklist))
+        object.__setattr__(self, "pii", tuple(self.pii))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for name in ("max_top_ngram_fraction", "max_duplicate_ngram_fraction"):
+            if d[name] is not None:
+                d[name] = {str(k): v for k, v in d[name].items()}
+        d["blocklist"], d["pii"] = list(self.blocklist), list(self.pii)
+        return d
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def perplexity(token_logprobs: Sequence[float]) -> float:
+    """exp of the mean negative log-likelihood per token (natural log-probs)."""
+    if len(token_logprobs) == 0:
+        return math.nan
+    return float(math.exp(-float(np.mean(token_logprobs))))
+
+
+def _ngrams(ws: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)]
+
+
+def duplicate_line_fractions(text: str) -> tuple[float, float]:
+    """(fraction of non-empty lines that repeat an earlier line, fraction of characters in them)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return 0.0, 0.0
+    seen, dup_n, dup_chars = set(), 0, 0
+    for ln in lines:
+        if ln in seen:
+            dup_n += 1
+            dup_chars += len(ln)
+        seen.add(ln)
+    return dup_n / len(lines), dup_chars / sum(len(ln) for ln in lines)
+
+
+def top_ngram_fraction(ws: Sequence[str], n: int) -> float:
+    """Characters covered by the most frequent word n-gram over all word characters (Gopher)."""
+    grams = _ngrams(ws, n)
+    total = sum(len(w) for w in ws)
+    if not grams or total == 0:
+        return 0.0
+    gram, count = Counter(grams).most_common(1)[0]
+    if count < 2:
+        return 0.0
+    return min(1.0, count * sum(len(w) for w in gram) / total)
+
+
+def duplicate_ngram_fraction(ws: Sequence[str], n: int) -> float:
+    """Characters of words inside n-grams that occur more than once, over all word characters
+    (Gopher; overlapping occurrences are counted once per word)."""
+    grams = _ngrams(ws, n)
+    total = sum(len(w) for w in ws)
+    if not grams or total == 0:
+        return 0.0
+    counts = Counter(grams)
+    covered = np.zeros(len(ws), dtype=bool)
+    for i, g in enumerate(grams):
+        if counts[g] > 1:
+            covered[i : i + n] = True
+    return sum(len(w) for w, c in zip(ws, covered, strict=True) if c) / total
+
+
+def blocklist_hits(text: str, blocklist: Iterable[str]) -> list[str]:
+    """Blocklisted words or phrases present in `text` as whole words, case-insensitively."""
+    hits = []
+    for term in blocklist:
+        pattern = r"(?<!\w)" + r"\s+".join(map(re.escape, term.split())) + r"(?!\w)"
+        if term.strip() and re.search(pattern, text, flags=re.IGNORECASE):
+            hits.append(term)
+    return hits
+
+
+def _luhn_ok(digits: str) -> bool:
+    total, alt = 0, False
+    for ch in reversed(digits):
+        d = int(ch)
+        if alt:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+        alt = not alt
+    return total % 10 == 0
+
+
+def pii_hits(text: str, kinds: Iterable[str] = tuple(PII_PATTERNS)) -> list[str]:
+    """Kinds of PII found in `text` (card numbers must pass the Luhn check)."""
+    found = []
+    for kind in kinds:
+        for m in PII_PATTERNS[kind].finditer(text):
+            if kind == "credit_card" and not _luhn_ok(re.sub(r"\D", "", m.group())):
+                continue
+            found.append(kind)
+            break
+    return found
+
+
+class TrainingNgrams:
+    """The set of word n-grams of a training corpus, for overlap checks."""
+
+    def __init__(self, texts: Iterable[str], n: int = 13):
+        self.n = n
+        self.grams: set[int] = set()
+        for t in texts:
+            self.grams.update(hash(g) for g in _ngrams(words(t), n))
+
+    def overlap_fraction(self, text: str) -> float:
+        grams = _ngrams(words(text), self.n)
+        if not grams:
+            return 0.0
+        return sum(hash(g) in self.grams for g in grams) / len(grams)
+
+
+def _minhash(ws: Sequence[str], shingle: int, num_perm: int):
+    from datasketch import MinHash
+
+    m = MinHash(num_perm=num_perm, seed=1)
+    grams = _ngrams(ws, shingle) or [tuple(ws)]
+    m.update_batch([" ".join(g).encode() for g in grams])
+    return m
+
+
+def near_duplicate_of(
+    texts: Sequence[str], threshold: float, shingle: int, num_perm: int
+) -> np.ndarray:
+    """(N,) index of an earlier text whose estimated Jaccard similarity of word shingles reaches
+    `threshold`, else -1 (MinHash LSH from datasketch)."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    out = np.full(len(texts), -1, dtype=np.int64)
+    hashes = []
+    for i, t in enumerate(texts):
+        m = _minhash(words(t), shingle, num_perm)
+        hashes.append(m)
+        cands = [int(j) for j in lsh.query(m) if m.jaccard(hashes[int(j)]) >= threshold]
+        if cands:
+            out[i] = min(cands)
+        lsh.insert(str(i), m)
+    return out
+
+
+def score_texts(
+    texts: Sequence[str],
+    policy: TextPolicy,
+    perplexities: Sequence[float] | None = None,
+    training: TrainingNgrams | None = None,
+) -> pd.DataFrame:
+    """Per-item scores (one row per text)."""
+    rows = []
+    for i, t in enumerate(texts):
+        ws = words(t)
+        line_frac, line_char_frac = duplicate_line_fractions(t)
+        row = {
+            "words": len(ws),
+            "perplexity": float(perplexities[i]) if perplexities is not None else math.nan,
+            "dup_line_frac": line_frac,
+            "dup_line_char_frac": line_char_frac,
+            "blocklist": ";".join(blocklist_hits(t, policy.blocklist)),
+            "pii": ";".join(pii_hits(t, policy.pii)),
+            "train_ngram_frac": training.overlap_fraction(t) if training else math.nan,
+        }
+        for n in policy.max_top_ngram_fraction or {}:
+            row[f"top_{n}gram_frac"] = top_ngram_fraction(ws, n)
+        for n in policy.max_duplicate_ngram_fraction or {}:
+            row[f"dup_{n}gram_frac"] = duplicate_ngram_fraction(ws, n)
+        rows.append(row)
+    return pd.DataFrame(rows, index=range(len(texts)))
+
+
+def decide_texts(texts: Sequence[str], scores: pd.DataFrame, policy: TextPolicy) -> pd.DataFrame:
+    """Add `duplicate_of`, `kept` and `reason` (all reasons, `;`-separated, empty when kept)."""
+    df = scores.copy()
+    reasons: list[list[str]] = [[] for _ in range(len(df))]
+
+    def flag(mask, reason: str) -> None:
+        for i in np.flatnonzero(np.asarray(mask)):
+            reasons[i].append(reason)
+
+    if policy.min_words is not None:
+        flag(df["words"] < policy.min_words, f"too_short<{policy.min_words}")
+    if policy.max_words is not None:
+        flag(df["words"] > policy.max_words, f"too_long>{policy.max_words}")
+    if policy.min_perplexity is not None or policy.max_perplexity is not None:
+        ppl = df["perplexity"].to_numpy()
+        if np.isnan(ppl).any():
+            raise ValueError(
+                "the policy bounds perplexity but some items have none: pass perplexities "
+                "computed under the generating model, or set min/max_perplexity to null"
+            )
+        if policy.min_perplexity is not None:
+            flag(ppl < policy.min_perplexity, f"perplexity<{policy.min_perplexity:g}")
+        if policy.max_perplexity is not None:
+            flag(ppl > policy.max_perplexity, f"perplexity>{policy.max_perplexity:g}")
+    if policy.max_duplicate_line_fraction is not None:
+        flag(df["dup_line_frac"] > policy.max_duplicate_line_fraction, "repeated_lines")
+    if policy.max_duplicate_line_char_fraction is not None:
+        flag(
+            df["dup_line_char_frac"] > policy.max_duplicate_line_char_fraction,
+            "repeated_line_chars",
+        )
+    for n, thr in (policy.max_top_ngram_fraction or {}).items():
+        flag(df[f"top_{n}gram_frac"] > thr, f"top_{n}gram>{thr:g}")
+    for n, thr in (policy.max_duplicate_ngram_fraction or {}).items():
+        flag(df[f"dup_{n}gram_frac"] > thr, f"dup_{n}gram>{thr:g}")
+    flag(df["blocklist"] != "", "blocklist")
+    for kind in policy.pii:
+        flag(df["pii"].str.split(";").apply(lambda ks, k=kind: k in ks), f"pii_{kind}")
+    dup = np.full(len(df), -1, dtype=np.int64)
+    if policy.minhash_threshold is not None and len(texts):
+        dup = near_duplicate_of(
+            texts, policy.minhash_threshold, policy.minhash_shingle, policy.minhash_num_perm
+        )
+        flag(dup >= 0, "near_duplicate")
+    if policy.max_train_ngram_fraction is not None:
+        frac = df["train_ngram_frac"].to_numpy()
+        if np.isnan(frac).any():
+            raise ValueError(
+                "the policy checks overlap with the training text (max_train_ngram_fraction) but "
+                "no training text was given: pass it, or set max_train_ngram_fraction to null"
+            )
+        flag(frac > policy.max_train_ngram_fraction, f"train_{policy.train_ngram}gram_overlap")
+    df["duplicate_of"] = dup
+    df["reason"] = [";".join(r) for r in reasons]
+    df["kept"] = df["reason"] == ""
+    return df
+
+
+def curate_texts(
+    texts: Sequence[str],
+    policy: TextPolicy,
+    perplexities: Sequence[float] | None = None,
+    training_texts: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Score and decide one batch of texts. Without training text, overlap is not checked."""
+    training = None
+    if training_texts is not None:
+        training = TrainingNgrams(training_texts, policy.train_ngram)
+    elif policy.max_train_ngram_fraction is not None:
+        policy = TextPolicy(**{**policy.to_dict(), "max_train_ngram_fraction": None})
+    return decide_texts(texts, score_texts(texts, policy, perplexities, training), policy)

@@ -1,0 +1,84 @@
+"""The on-demand path: a curated content batch from a registered model, shard by shard.
+
+Shards are mapped as Prefect tasks. In-process they run one after another (torch already uses
+every core); with a Dask scheduler address, or a local Dask cluster of N worker processes, they
+run there through prefect-dask. The plan fixes every shard's seed first, so where shards run
+never changes the batch.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, unmapped
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from aigc_core.paths import Home
+from tasks.content import finalize_batch, generate_shard, plan_batch
+
+
+@flow(name="batch-generate", task_runner=ThreadPoolTaskRunner(max_workers=1))
+def batch_generate(
+    model: str,
+    n: int,
+    shards: int | None = None,
+    seed: int = 0,
+    policy_file: str | None = None,
+    prompt_file: str | None = None,
+    home: str | None = None,
+) -> dict:
+    home = str(Home.resolve(home).root)
+
+    # 1. plan: the model version, per-shard seeds, the policy; the evaluator made ready once
+    plan = plan_batch(model, n, shards, seed, home, policy_file, prompt_file)
+
+    # 2. shards: generate, score and write one Parquet part each (finished shards are skipped)
+    records = generate_shard.map(unmapped(plan), range(len(plan["shards"])), unmapped(home))
+
+    # 3. the batch: decisions across shards, atomic publication, MLflow run, artifacts
+    return finalize_batch(plan, records, home)
+
+
+def task_runner(dask_address: str | None = None, dask_local: int | None = None):
+    """The task runner for shards: an existing Dask cluster, a local one, or in-process."""
+    if dask_address and dask_local:
+        raise ValueError("give either a Dask address or a number of local Dask workers, not both")
+    if dask_local is not None and dask_local < 1:
+        raise ValueError(f"local Dask workers must be >= 1, got {dask_local}")
+    if not (dask_address or dask_local):
+        return ThreadPoolTaskRunner(max_workers=1)
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": dask_local,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        },
+    )
+
+
+def run_batch_generate(
+    model: str,
+    n: int,
+    shards: int | None = None,
+    seed: int = 0,
+    policy_file: str | None = None,
+    prompt_file: str | None = None,
+    home: str | None = None,
+    dask_address: str | None = None,
+    dask_local: int | None = None,
+) -> dict:
+    """Run the flow with the task runner the Dask options ask for."""
+    runner = task_runner(dask_address, dask_local)
+    return batch_generate.with_options(task_runner=runner)(
+        model=model,
+        n=n,
+        shards=shards,
+        seed=seed,
+        policy_file=policy_file,
+        prompt_file=prompt_file,
+        home=home,
+    )
