@@ -2,4 +2,5 @@
 
 from aigc.cli import app
 
-app(prog_name="aigc")
+if __name__ == "__main__":  # Dask process workers re-import the main module
+    app(prog_name="aigc")

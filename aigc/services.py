@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
 # deployments on the local process pool; the scale-out ones (e.g. nightly-gpu on a Kubernetes
 # pool) are deployed by name once their pool exists
-LOCAL_DEPLOYMENTS = ["nightly-retrain/nightly", "ingest/on-demand"]
+LOCAL_DEPLOYMENTS = ["nightly-retrain/nightly", "batch-generate/on-demand", "ingest/on-demand"]
 
 
 class ServiceError(RuntimeError):

@@ -109,6 +109,24 @@ def test_nightly_deployment_run_promotes_and_writes_a_batch(served):
     manifest = json.loads((batches[0] / "manifest.json").read_text())
     assert manifest["model_version"] == "1" and manifest["n_generated"] == 32
 
+    # an on-demand batch from that champion, through the batch-generate deployment
+    p = trigger(
+        home,
+        ep,
+        "batch-generate/on-demand",
+        "model=aigc-dcgan-digits@champion",
+        "n=24",
+        "shards=2",
+        watch=True,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    batches = [d for d in home.content.iterdir() if not d.name.startswith(".")]
+    assert len(batches) == 2
+    fresh = next(
+        d for d in batches if json.loads((d / "manifest.json").read_text())["n_generated"] == 24
+    )
+    assert json.loads((fresh / "manifest.json").read_text())["model_version"] == "1"
+
 
 def test_four_triggers_run_one_at_a_time_and_none_is_lost(served):
     home, ep = served
