@@ -1,5 +1,166 @@
-"""`aigc promote`, `aigc rollback`, `aigc models`: the registry's commands."""
+"""`aigc promote`, `aigc rollback`, `aigc models`: the registry's commands.
+
+Exit codes: 0 done (promoted, already the champion, rolled back, listed); 1 the gate refused the
+version or an unexpected error; 2 bad input (unknown model or version, --force without
+--reason, nothing to roll back to).
+"""
 
 from __future__ import annotations
 
-from aigc.cli import app  # noqa: F401
+import getpass
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from aigc.cli import _fail, _settings, app, err, out
+from aigc_core.paths import Home
+
+HOME_OPTION = typer.Option(
+    None, envvar="AIGC_HOME", help="Where snapshots, MLflow and content go [default: ./.aigc]."
+)
+JSON_OPTION = typer.Option(False, "--json", help="Print the result as one JSON object.")
+VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="Show library logs.")
+
+
+def _registry(home: Path | None, verbose: bool):
+    """Settings first, then the (slow to import) registry modules, pointed at the home."""
+    h = Home.resolve(home)
+    try:
+        h.ensure()
+    except OSError as e:
+        raise _fail(f"cannot use {h.root} as the aigc home: {e}", 2) from None
+    _settings(h, verbose)
+    with err.status("opening the MLflow registry...", spinner="dots"):
+        from tasks import mlflow_adapter as tracking
+        from tasks import registry
+
+        tracking.configure(h)
+    return h, tracking, registry
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _call(verbose: bool, fn, *args, **kwargs):
+    from tasks.registry import RegistryError
+
+    try:
+        return fn(*args, **kwargs)
+    except (RegistryError, ValueError) as e:
+        raise _fail(str(e).strip("'\""), 2) from None
+    except Exception as e:  # the CLI owns the console: one clear line, details with -v
+        if verbose:
+            err.print_exception()
+        raise _fail(f"{type(e).__name__}: {e}") from None
+
+
+@app.command()
+def promote(
+    model: str = typer.Argument(..., help="Registered model, e.g. aigc-dcgan-digits."),
+    version: str = typer.Argument(..., help="Version to make champion."),
+    force: bool = typer.Option(
+        False, "--force", help="Skip the gate's comparison (needs --reason; recorded)."
+    ),
+    reason: str = typer.Option(None, "--reason", help="Why: required with --force."),
+    home: Path = HOME_OPTION,
+    as_json: bool = JSON_OPTION,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Gate VERSION against the champion and make it champion if it wins (compare-and-set,
+    recorded in version tags and the audit log). Exit 1 when the gate refuses it."""
+    if force and not (reason and reason.strip()):
+        raise _fail("--force needs --reason TEXT: a forced promotion is recorded with why", 2)
+    h, _, registry = _registry(home, verbose)
+    result = _call(
+        verbose,
+        registry.promote_version,
+        h,
+        model,
+        version,
+        force=force,
+        reason=reason,
+        actor=_actor(),
+    )
+    if as_json:
+        print(json.dumps({"model_name": model, "version": version, **result}, sort_keys=True))
+    else:
+        colour = "green" if result["promoted"] else "yellow"
+        out.print(f"[{colour}]{model} v{version}: {result['decision']}[/] - {result['reason']}")
+        out.print(f"champion: v{result['champion_version']}")
+    if result["decision"] in ("rejected", "conflict"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def rollback(
+    model: str = typer.Argument(..., help="Registered model, e.g. aigc-dcgan-digits."),
+    reason: str = typer.Option("", "--reason", help="Why (recorded)."),
+    home: Path = HOME_OPTION,
+    as_json: bool = JSON_OPTION,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """Point `champion` back at the champion the current one replaced (recorded)."""
+    h, _, registry = _registry(home, verbose)
+    result = _call(verbose, registry.rollback, h, model, reason=reason, actor=_actor())
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+        return
+    out.print(
+        f"{model}: champion rolled back from v{result['previous_champion']} "
+        f"to v{result['champion_version']}"
+    )
+
+
+@app.command()
+def models(
+    model: str = typer.Argument(None, help="Show only this registered model."),
+    home: Path = HOME_OPTION,
+    as_json: bool = JSON_OPTION,
+    verbose: bool = VERBOSE_OPTION,
+) -> None:
+    """A table of registered models: versions, aliases, gate metrics and promotion decisions."""
+    _, tracking, registry = _registry(home, verbose)
+    listed = [m for m in _call(verbose, tracking.list_models) if model in (None, m["name"])]
+    if model is not None and not listed:
+        raise _fail(f"no registered model {model!r}; `aigc models` lists them", 2)
+    if as_json:
+        print(json.dumps(listed, sort_keys=True))
+        return
+    if not listed:
+        err.print("no registered models yet: `aigc run` trains and registers one")
+        return
+    prefix = registry.GATE_TAG_PREFIX
+    for m in listed:
+        gate_keys = sorted({k for v in m["versions"] for k in v["tags"] if k.startswith(prefix)})
+        table = Table(title=m["name"])
+        for col in ("version", "aliases", *(k[len(prefix) :] for k in gate_keys), "decision"):
+            table.add_column(col, justify="right" if col != "aliases" else "left")
+        table.add_column("reason", overflow="fold")
+        for v in m["versions"]:
+            tags = v["tags"]
+            decision = tags.get("promotion.decision", "-")
+            if "rollback.demoted_at" in tags:
+                decision += ", rolled back"
+            table.add_row(
+                v["version"],
+                ", ".join(v["aliases"]) or "-",
+                *(_num(tags.get(k)) for k in gate_keys),
+                decision,
+                tags.get("rollback.reason") or tags.get("promotion.reason", ""),
+            )
+        out.print(table)
+
+
+def _num(raw: str | None) -> str:
+    if raw is None:
+        return "-"
+    try:
+        return f"{float(raw):.4g}"
+    except ValueError:
+        return raw

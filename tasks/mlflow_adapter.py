@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -34,14 +37,24 @@ def _mlflow():
     return mlflow
 
 
+_URI_SET_BY_US: str | None = None
+
+
 def configure(home: Home) -> None:
     """Point MLflow at the home's SQLite store unless a tracking server is configured
-    (MLFLOW_TRACKING_URI), and make sure the experiment exists."""
+    (MLFLOW_TRACKING_URI), and make sure the experiment exists.
+
+    `mlflow.set_tracking_uri` itself exports MLFLOW_TRACKING_URI, so a value equal to the one
+    this function set last is ours, not the user's: the next home gets its own store."""
+    global _URI_SET_BY_US
     mlflow = _mlflow()
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or home.tracking_uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    user_uri = env if env and env != _URI_SET_BY_US else None
+    uri = user_uri or home.tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    _URI_SET_BY_US = None if user_uri else uri
     client = mlflow.MlflowClient()
     if client.get_experiment_by_name(EXPERIMENT) is None:
         location = None if uri.startswith("http") else home.mlflow_artifacts.as_uri()
@@ -155,6 +168,10 @@ def set_alias(name: str, alias: str, version: str) -> None:
     client().set_registered_model_alias(name, alias, version)
 
 
+def delete_alias(name: str, alias: str) -> None:
+    client().delete_registered_model_alias(name, alias)
+
+
 def tag_version(name: str, version: str, tags: dict[str, str]) -> None:
     c = client()
     for k, v in tags.items():
@@ -179,6 +196,43 @@ def alias_version(name: str, alias: str) -> Version | None:
     return Version(mv.name, str(mv.version), mv.run_id or "", dict(mv.tags or {}))
 
 
+def get_version(name: str, version: str) -> Version | None:
+    """One version of a registered model, or None when either does not exist."""
+    mlflow = _mlflow()
+    try:
+        mv = client().get_model_version(name, str(version))
+    except mlflow.exceptions.MlflowException:
+        return None
+    return Version(mv.name, str(mv.version), mv.run_id or "", dict(mv.tags or {}))
+
+
+def list_models() -> list[dict]:
+    """Every registered model with its aliases and versions (newest first), tags included."""
+    c = client()
+    out = []
+    for rm in sorted(c.search_registered_models(), key=lambda m: m.name):
+        aliases = {a: str(v) for a, v in (rm.aliases or {}).items()}  # alias -> version
+        versions = c.search_model_versions(f"name='{rm.name}'")
+        out.append(
+            {
+                "name": rm.name,
+                "aliases": aliases,
+                "versions": [
+                    {
+                        "version": str(mv.version),
+                        "run_id": mv.run_id or "",
+                        "tags": dict(mv.tags or {}),
+                        "aliases": sorted(
+                            a for a, v in aliases.items() if str(v) == str(mv.version)
+                        ),
+                    }
+                    for mv in sorted(versions, key=lambda m: -int(m.version))
+                ],
+            }
+        )
+    return out
+
+
 def run_metrics(run_id: str) -> dict[str, float]:
     return dict(client().get_run(run_id).data.metrics)
 
@@ -201,3 +255,107 @@ def git_revision() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def log_loss_curves(run_id: str, name: str = "loss_curves.png") -> list[str]:
+    """Plot every metric of the run whose name contains "loss" against its step (matplotlib
+    PNG artifact); returns the metrics plotted (none plotted: nothing logged)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render to a file
+    from matplotlib.figure import Figure
+
+    c = client()
+    keys = sorted(k for k in c.get_run(run_id).data.metrics if "loss" in k)
+    if not keys:
+        log.warning("run %s has no loss metrics to plot", run_id)
+        return []
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    ax = fig.add_subplot()
+    for k in keys:
+        hist = sorted(c.get_metric_history(run_id, k), key=lambda m: (m.step, m.timestamp))
+        ax.plot([m.step for m in hist], [m.value for m in hist], marker="o", ms=3, label=k)
+    ax.set_xlabel("step (epoch)")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / name
+        fig.savefig(p)
+        log_artifact(run_id, p)
+    return keys
+
+
+# --- promotion: serialization and the audit log ---------------------------------------------
+#
+# MLflow's alias update is an unconditional overwrite, so compare-and-set needs a lock around
+# "read champion, compare, set alias". This one is a file lock (flock) under the home, taken
+# together with an in-process lock: it serializes threads and processes on ONE machine that share
+# the home. It does not serialize promoters on different machines (or homes on NFS, where flock
+# is unreliable); for that, promote through one process (the served-mode MLflow server's host)
+# or replace this with a database-level lock on the tracking backend (e.g. a Postgres advisory
+# lock). The registry module re-reads the alias after setting it to detect writers that bypass
+# the lock.
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+def registry_dir(home: Home) -> Path:
+    return home.root / "registry"
+
+
+def audit_log_path(home: Home) -> Path:
+    return registry_dir(home) / "audit.jsonl"
+
+
+@contextlib.contextmanager
+def promotion_lock(home: Home, name: str, timeout: float = 120.0) -> Iterator[None]:
+    """Hold the promotion lock of registered model `name` (threads and processes, one machine)."""
+    from filelock import FileLock, Timeout
+
+    path = registry_dir(home) / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _THREAD_LOCKS_GUARD:
+        tlock = _THREAD_LOCKS.setdefault(str(path), threading.Lock())
+    if not tlock.acquire(timeout=timeout):
+        raise TimeoutError(f"promotion of {name!r}: another promotion held the lock {timeout:g} s")
+    try:
+        try:
+            flock = FileLock(str(path), timeout=timeout)
+            flock.acquire()
+        except Timeout:
+            raise TimeoutError(
+                f"promotion of {name!r}: lock {path} held by another process for {timeout:g} s; "
+                "if no promotion is running, the holder died: delete the lock file"
+            ) from None
+        try:
+            yield
+        finally:
+            flock.release()
+    finally:
+        tlock.release()
+
+
+def append_audit(home: Home, record: dict) -> dict:
+    """Append one decision to the append-only JSONL audit log (one write, fsynced)."""
+    record = {"at": datetime.now(UTC).isoformat(timespec="milliseconds"), **record}
+    path = audit_log_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return record
+
+
+def read_audit(home: Home, name: str | None = None) -> list[dict]:
+    path = audit_log_path(home)
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if name is None or r.get("model_name") == name]

@@ -1,33 +1,86 @@
 """Frechet distance between Gaussians fitted to two feature sets (Heusel et al. 2017, FID).
 
-d^2 = |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)). Computed in float64 with scipy's
-matrix square root; a tiny ridge is added when the product is near-singular, as in the reference
-implementation (pytorch-fid). FID is biased upwards for small samples: compare values computed
-with the same sample sizes, and read them beside the real-vs-real floor.
+d^2 = |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), computed by torchmetrics'
+`FrechetInceptionDistance` in float64 (it takes the trace of the square root from the
+eigenvalues of S_a S_b, which needs no hand-written matrix square root and no ridge). The
+"Inception" network is ours: any module mapping images to (B, F) features, here the snapshot's
+evaluator classifier (`FeatureExtractor`), so FID is measured in a domain feature space.
+
+FID is biased upwards for small samples (the bias shrinks like 1/N, Chong & Forsyth 2020):
+compare values computed with the same sample sizes, and read them beside the real-vs-real floor
+computed with those sizes. `fid_images` scores several generated sets against one reference set
+without re-embedding the reference.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
 
 
-def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if features.ndim != 2 or len(features) < 2:
-        raise ValueError(f"need a (N >= 2, D) feature array, got shape {features.shape}")
-    f = features.astype(np.float64)
-    return f.mean(axis=0), np.cov(f, rowvar=False)
+class FeatureExtractor(nn.Module):
+    """Wraps `features: images (B, C, H, W) -> (B, F)` for torchmetrics, returning float64."""
+
+    def __init__(self, features: nn.Module, num_features: int):
+        super().__init__()
+        self.features = features
+        self.num_features = num_features  # torchmetrics reads this instead of a dummy forward
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.features.eval()
+        return self.features(x).double()  # (B, F)
 
 
-def frechet_distance(mu_a, cov_a, mu_b, cov_b, eps: float = 1e-6) -> float:
-    diff = mu_a - mu_b
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(len(cov_a)) * eps
-        covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    covmean = covmean.real
-    return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
+class _Identity(nn.Module):
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double()
+
+
+def _check(features: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(features), dtype=torch.float64)
+    if t.ndim != 2 or len(t) < 2:
+        raise ValueError(f"{name}: need a (N >= 2, D) feature array, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name}: features contain NaN or inf; check the model's outputs")
+    return t
 
 
 def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    return frechet_distance(*gaussian_stats(features_a), *gaussian_stats(features_b))
+    """FID between two precomputed feature sets (N_a, D) and (N_b, D)."""
+    a, b = _check(features_a, "features_a"), _check(features_b, "features_b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
+    metric = FrechetInceptionDistance(feature=_Identity(a.shape[1]))
+    metric.update(a, real=True)
+    metric.update(b, real=False)
+    return float(metric.compute())
+
+
+def fid_images(
+    extractor: FeatureExtractor,
+    reference: torch.Tensor,
+    candidates: dict[str, torch.Tensor],
+    batch_size: int = 512,
+) -> dict[str, float]:
+    """FID of each candidate image set against one reference set, embedded once."""
+    if len(reference) < 2:
+        raise ValueError(f"reference: need >= 2 images, got {len(reference)}")
+    metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
+    for i in range(0, len(reference), batch_size):
+        metric.update(reference[i : i + batch_size], real=True)
+    out = {}
+    for name, images in candidates.items():
+        if len(images) < 2:
+            raise ValueError(f"{name}: need >= 2 images, got {len(images)}")
+        metric.reset()  # keeps the reference statistics
+        for i in range(0, len(images), batch_size):
+            metric.update(images[i : i + batch_size], real=False)
+        out[name] = float(metric.compute())
+    return out
