@@ -243,6 +243,13 @@ def load_python_model(uri: str):
     return _mlflow().pyfunc.load_model(uri).unwrap_python_model()
 
 
+def download_model_files(uri: str, dst: Path) -> Path:
+    """Download a logged pyfunc model's artifact files (weights and config) into `dst`; returns
+    the folder that holds them. Nothing is unpickled."""
+    local = Path(_mlflow().artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    return local / "artifacts"
+
+
 def git_revision() -> str:
     try:
         out = subprocess.run(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -71,25 +72,23 @@ def _train_data(family: str, snap, table) -> tuple[engine.TrainData, dict]:
     }
 
 
-def _init_source(init_from: str | None):
-    """A local model folder, or the module of a logged model (models:/NAME@alias, runs:/...)
-    loaded through its pyfunc, and the registry version it came from (for lineage)."""
+def _init_source(init_from: str | None, work_dir: Path):
+    """A local model folder for a warm start: `init_from` itself, or the weights and config of a
+    logged model (models:/NAME@alias, runs:/...) downloaded into `work_dir`; and the registry
+    version it came from (for lineage)."""
     if not init_from:
         return None, {}
     if Path(init_from).is_dir():
         return Path(init_from), {"parent_model_uri": init_from}
-    pm = tracking.load_python_model(init_from)
-    module = getattr(pm, "generator", None) or getattr(pm, "model", None)
-    if module is None:
-        raise ValueError(f"--init-from {init_from}: the model exposes no network to start from")
+    shutil.rmtree(work_dir, ignore_errors=True)  # an alias may have moved since the last one
+    folder = tracking.download_model_files(init_from, work_dir)
     lineage = {"parent_model_uri": init_from}
     if init_from.startswith("models:/"):
-        ref = init_from.removeprefix("models:/")
-        name, _, alias = ref.partition("@")
+        name, _, alias = init_from.removeprefix("models:/").partition("@")
         v = tracking.alias_version(name, alias) if alias else None
         if v is not None:
             lineage["parent_version"] = v.version
-    return module, lineage
+    return folder, lineage
 
 
 @task(name="train")
@@ -128,7 +127,7 @@ def train(
         run_id = previous
         tracking.client().update_run(run_id, status="RUNNING")
         log.info("resuming run %s", run_id)
-    init, lineage = (None, {}) if run_id else _init_source(init_from)
+    init, lineage = (None, {}) if run_id else _init_source(init_from, h.runs / ".warm-start")
     if run_id is None:
         run_id = tracking.start_run(
             run_name=f"{family}-{snap.name}-{preset}",

@@ -139,7 +139,7 @@ def train_model(
     if resume:
         latest = load_latest(checkpoint_dir, map_location=device)
         if latest is None:
-            log.warning("--resume: no checkpoint in %s; starting from step 0", checkpoint_dir)
+            log.info("no checkpoint in %s yet; starting from step 0", checkpoint_dir)
     elif any(checkpoint_dir.glob("ckpt-*.pt")):
         raise CheckpointError(
             f"{checkpoint_dir} already holds checkpoints: pass resume to continue them"
