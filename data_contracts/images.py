@@ -3,6 +3,11 @@
 GX validates a per-row profile of the snapshot (one row per image: label, split, shape, pixel
 extremes, count of non-finite pixels) rather than the raw pixel lists, which keeps every property
 a plain column check. One expectation per property; the comment names what it guards.
+
+Snapshots store uint8 pixels (format 2), so their range and finiteness hold by type, and float
+input that is NaN, infinite or outside [0, 1] is refused while the table is built
+(`aigc_core.data.snapshot.pixels_uint8`). The extremes are profiled in [0, 1] units, so the
+same checks still guard format 1 snapshots (float32 pixels) read back for validation.
 """
 
 from __future__ import annotations
@@ -16,22 +21,39 @@ from data_contracts.common import BLOCK, SPLITS, WARN, in_both_splits, meta
 MAX_DUPLICATE_RATIO = 0.1  # a few repeated images are tolerated (and warned about)
 
 
-def profile(table: pa.Table) -> pd.DataFrame:
-    """One row per image with the columns the suite checks."""
-    n = table.num_rows
-    pixels = table.column("pixels").combine_chunks()
-    lengths = pixels.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
-    flat = pixels.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
-    finite = np.isfinite(flat)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    pmin, pmax = np.full(n, np.inf), np.full(n, -np.inf)
+def _extremes(pixels: pa.Array, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row (min, max, count of non-finite values) of a list column, min/max over the finite
+    values, in the stored unit (NaN where a row has no finite value)."""
+    n = len(lengths)
+    flat = pixels.flatten().to_numpy(zero_copy_only=False)
+    pmin, pmax = np.full(n, np.nan), np.full(n, np.nan)
     nonfinite = np.zeros(n, dtype=np.int64)
     rows = lengths > 0  # reduceat over the starts of non-empty rows covers exactly each row
-    if rows.any():
-        s = starts[rows]
-        pmin[rows] = np.minimum.reduceat(np.where(finite, flat, np.inf), s)
-        pmax[rows] = np.maximum.reduceat(np.where(finite, flat, -np.inf), s)
-        nonfinite[rows] = np.add.reduceat((~finite).astype(np.int64), s)
+    if not rows.any():
+        return pmin, pmax, nonfinite
+    starts = (np.cumsum(lengths) - lengths)[rows]
+    if np.issubdtype(flat.dtype, np.integer):  # uint8 (format 2): always finite
+        pmin[rows] = np.minimum.reduceat(flat, starts)
+        pmax[rows] = np.maximum.reduceat(flat, starts)
+        return pmin, pmax, nonfinite
+    finite = np.isfinite(flat)
+    lo = np.minimum.reduceat(np.where(finite, flat, np.inf), starts).astype(np.float64)
+    hi = np.maximum.reduceat(np.where(finite, flat, -np.inf), starts).astype(np.float64)
+    pmin[rows] = np.where(np.isinf(lo), np.nan, lo)
+    pmax[rows] = np.where(np.isinf(hi), np.nan, hi)
+    nonfinite[rows] = np.add.reduceat((~finite).astype(np.int64), starts)
+    return pmin, pmax, nonfinite
+
+
+def profile(table: pa.Table) -> pd.DataFrame:
+    """One row per image with the columns the suite checks. Pixel extremes are in [0, 1] units
+    whatever the storage: uint8 values (format 2) are divided by 255, floats (format 1 snapshots)
+    are taken as they are."""
+    pixels = table.column("pixels").combine_chunks()
+    lengths = pixels.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    pmin, pmax, nonfinite = _extremes(pixels, lengths)
+    if pa.types.is_integer(pixels.type.value_type):
+        pmin, pmax = pmin / 255.0, pmax / 255.0
     ids, splits = table.column("id").to_pandas(), table.column("split").to_pandas()
     return pd.DataFrame(
         {
@@ -44,9 +66,9 @@ def profile(table: pa.Table) -> pd.DataFrame:
             "channels": table.column("channels").to_numpy(),
             "n_values": lengths,
             "n_nonfinite": nonfinite,
-            # no finite pixel at all: leave the extremes empty (n_nonfinite reports the row)
-            "pixel_min": np.where(np.isinf(pmin), np.nan, pmin),
-            "pixel_max": np.where(np.isinf(pmax), np.nan, pmax),
+            # no finite pixel at all: the extremes are empty (n_nonfinite reports the row)
+            "pixel_min": pmin,
+            "pixel_max": pmax,
         }
     )
 
@@ -81,7 +103,7 @@ def expectations(manifest: dict) -> list:
         gxe.ExpectColumnValuesToBeBetween(
             column="n_nonfinite", min_value=0, max_value=0, meta=meta("NaN or infinite pixels")
         ),
-        # preprocessing normalizes pixels to [0, 1]
+        # pixels are in [0, 1] once scaled (uint8 / 255; format 1 floats as stored)
         gxe.ExpectColumnValuesToBeBetween(
             column="pixel_min", min_value=0.0, meta=meta("pixels below 0")
         ),

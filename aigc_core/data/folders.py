@@ -87,7 +87,7 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
 
 
 def load_image_folder(root: Path, image_size: int = 28, mode: str = "L"):
-    """An `ImageData` from a folder of PNG/JPEG files."""
+    """An `ImageData` (uint8 pixels) from a folder of PNG/JPEG files."""
     from aigc_core.data.sources import ImageData
 
     if mode not in MODES:
@@ -95,10 +95,10 @@ def load_image_folder(root: Path, image_size: int = 28, mode: str = "L"):
     root = Path(root)
     files, labels, names = scan_folder(root)
     c = MODES[mode]
-    pixels = np.empty((len(files), c, image_size, image_size), dtype=np.float32)
+    pixels = np.empty((len(files), c, image_size, image_size), dtype=np.uint8)
     for i, f in enumerate(files):
         arr = decode_image(f, mode, image_size)
-        pixels[i] = (arr[None] if c == 1 else arr.transpose(2, 0, 1)) / np.float32(255.0)
+        pixels[i] = arr[None] if c == 1 else arr.transpose(2, 0, 1)
         if i % 256 == 0:
             progress.report("read images", i, len(files))
     progress.report("read images", len(files), len(files))
@@ -112,7 +112,6 @@ def load_image_folder(root: Path, image_size: int = 28, mode: str = "L"):
             "image_size": image_size,
             "mode": mode,
             "resize": "center-crop + bicubic",
-            "scale": "x/255",
             "alpha": "composited over white",
         },
     )

@@ -11,6 +11,7 @@ which files to put where.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import logging
@@ -20,8 +21,10 @@ import urllib.error
 import urllib.request
 import uuid
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -85,8 +88,48 @@ def _is_gzip(path: Path) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
-def read_idx(path: Path, expected_magic: int) -> np.ndarray:
-    """The values of an unsigned-byte IDX file (raw or gzip) as a uint8 array of its shape."""
+def _read_into(f, buffer: memoryview, chunk: int = 1 << 22) -> int:
+    """Fill `buffer` from `f` in chunks (a gzip stream would otherwise build the whole body as
+    one more bytes object); returns the number of bytes read."""
+    pos = 0
+    while pos < len(buffer):
+        n = f.readinto(buffer[pos : pos + chunk])
+        if not n:
+            break
+        pos += n
+    return pos
+
+
+def _header(f, path: Path, expected_magic: int, kind: str) -> tuple[int, ...]:
+    """Parse and check an IDX header; returns the dimensions."""
+    head = f.read(4)
+    if len(head) < 4:
+        raise DataSourceError(f"{path}: truncated IDX header ({len(head)} of 4 bytes)")
+    (magic,) = struct.unpack(">i", head)
+    if magic != expected_magic:
+        raise DataSourceError(
+            f"{path}: wrong magic number {magic} (0x{magic & 0xFFFFFFFF:08x}); an IDX "
+            f"{kind} file starts with {expected_magic}. Is this the right file?"
+        )
+    ndim = head[3]
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataSourceError(f"{path}: truncated IDX header (the dimensions are cut off)")
+    dims = struct.unpack(f">{ndim}i", raw_dims)
+    if any(d < 0 for d in dims):
+        raise DataSourceError(f"{path}: negative dimension in the IDX header {dims}")
+    size = int(np.prod(dims, dtype=np.int64))
+    if size > MAX_IDX_BYTES:
+        raise DataSourceError(
+            f"{path}: the IDX header claims {size:,} bytes of data (limit "
+            f"{MAX_IDX_BYTES:,}); the header is corrupt or the file is not MNIST-sized"
+        )
+    return dims
+
+
+@contextlib.contextmanager
+def _open_idx(path: Path, expected_magic: int) -> Iterator[tuple[BinaryIO, tuple[int, ...]]]:
+    """An IDX file (raw or gzip) positioned after its checked header, and its dimensions."""
     path = require_exists(Path(path))
     kind = "image" if expected_magic == IMAGES_MAGIC else "label"
     if path.stat().st_size == 0:
@@ -94,44 +137,39 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
     opener = gzip.open if _is_gzip(path) else open
     try:
         with opener(path, "rb") as f:
-            head = f.read(4)
-            if len(head) < 4:
-                raise DataSourceError(f"{path}: truncated IDX header ({len(head)} of 4 bytes)")
-            (magic,) = struct.unpack(">i", head)
-            if magic != expected_magic:
-                raise DataSourceError(
-                    f"{path}: wrong magic number {magic} (0x{magic & 0xFFFFFFFF:08x}); an IDX "
-                    f"{kind} file starts with {expected_magic}. Is this the right file?"
-                )
-            ndim = head[3]
-            raw_dims = f.read(4 * ndim)
-            if len(raw_dims) < 4 * ndim:
-                raise DataSourceError(f"{path}: truncated IDX header (the dimensions are cut off)")
-            dims = struct.unpack(f">{ndim}i", raw_dims)
-            if any(d < 0 for d in dims):
-                raise DataSourceError(f"{path}: negative dimension in the IDX header {dims}")
-            size = int(np.prod(dims, dtype=np.int64))
-            if size > MAX_IDX_BYTES:
-                raise DataSourceError(
-                    f"{path}: the IDX header claims {size:,} bytes of data (limit "
-                    f"{MAX_IDX_BYTES:,}); the header is corrupt or the file is not MNIST-sized"
-                )
-            body = f.read(size)
-            if len(body) < size:
-                raise DataSourceError(
-                    f"{path}: truncated: the header announces {dims} ({size:,} bytes of values) "
-                    f"but only {len(body):,} bytes follow; download or copy the file again"
-                )
-            if f.read(1):
-                raise DataSourceError(
-                    f"{path}: {size:,} bytes of values expected after the header, but the file "
-                    f"is longer; it is not a valid IDX file"
-                )
+            yield f, _header(f, path, expected_magic, kind)
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DataSourceError(
             f"{path}: the gzip stream is truncated or corrupt ({e}); download or copy it again"
         ) from None
-    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def idx_shape(path: Path, expected_magic: int) -> tuple[int, ...]:
+    """The dimensions an IDX file's header announces (only the header is read)."""
+    with _open_idx(path, expected_magic) as (_, dims):
+        return dims
+
+
+def read_idx(path: Path, expected_magic: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The values of an unsigned-byte IDX file (raw or gzip) as a uint8 array of its shape, read
+    into `out` (a flat uint8 array of the right size, e.g. a slice of a larger one) when given."""
+    with _open_idx(path, expected_magic) as (f, dims):
+        size = int(np.prod(dims, dtype=np.int64))
+        body = np.empty(size, dtype=np.uint8) if out is None else out
+        if body.size != size:
+            raise ValueError(f"{path} holds {size:,} values; the buffer given holds {body.size:,}")
+        got = _read_into(f, memoryview(body))  # filled in place: no second copy
+        if got < size:
+            raise DataSourceError(
+                f"{path}: truncated: the header announces {dims} ({size:,} bytes of values) "
+                f"but only {got:,} bytes follow; download or copy the file again"
+            )
+        if f.read(1):
+            raise DataSourceError(
+                f"{path}: {size:,} bytes of values expected after the header, but the file "
+                f"is longer; it is not a valid IDX file"
+            )
+    return body.reshape(dims)
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -177,18 +215,28 @@ def idx_pairs(path: Path) -> list[tuple[Path, Path]]:
 def load_idx_pairs(
     pairs: list[tuple[Path, Path]], num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images (N, H, W) and int64 labels (N,) from IDX pairs, checked against each other."""
-    xs, ys = [], []
-    for images_path, labels_path in pairs:
-        x = read_idx(images_path, IMAGES_MAGIC)
+    """uint8 images (N, H, W) and int64 labels (N,) from IDX pairs, checked against each other.
+    The headers are read first, so every pair's images go straight into one array."""
+    shapes = [idx_shape(images_path, IMAGES_MAGIC) for images_path, _ in pairs]
+    for (images_path, _), shape in zip(pairs, shapes, strict=True):
+        if len(shape) != 3:
+            raise DataSourceError(f"{images_path}: expected 3 dimensions (N, H, W), got {shape}")
+    if len({shape[1:] for shape in shapes}) != 1:
+        raise DataSourceError(
+            f"IDX files have different image sizes {[shape[1:] for shape in shapes]}: "
+            f"{[str(p[0]) for p in pairs]}"
+        )
+    h, w = shapes[0][1:]
+    images = np.empty((sum(shape[0] for shape in shapes), h, w), dtype=np.uint8)
+    flat, start, ys = images.reshape(-1), 0, []
+    for (images_path, labels_path), (count, _, _) in zip(pairs, shapes, strict=True):
+        read_idx(images_path, IMAGES_MAGIC, out=flat[start * h * w : (start + count) * h * w])
         y = read_idx(labels_path, LABELS_MAGIC)
-        if x.ndim != 3:
-            raise DataSourceError(f"{images_path}: expected 3 dimensions (N, H, W), got {x.shape}")
         if y.ndim != 1:
             raise DataSourceError(f"{labels_path}: expected 1 dimension (N,), got {y.shape}")
-        if len(x) != len(y):
+        if count != len(y):
             raise DataSourceError(
-                f"{images_path} holds {len(x)} images but {labels_path} holds {len(y)} labels"
+                f"{images_path} holds {count} images but {labels_path} holds {len(y)} labels"
             )
         bad = np.flatnonzero(y >= num_classes)
         if bad.size:
@@ -196,14 +244,9 @@ def load_idx_pairs(
                 f"{labels_path}: {bad.size} label(s) out of range 0..{num_classes - 1}, e.g. "
                 f"{int(y[bad[0]])} at index {int(bad[0])}; fix the labels file"
             )
-        xs.append(x)
         ys.append(y.astype(np.int64))
-    if len({x.shape[1:] for x in xs}) != 1:
-        raise DataSourceError(
-            f"IDX files have different image sizes {[x.shape[1:] for x in xs]}: "
-            f"{[str(p[0]) for p in pairs]}"
-        )
-    return np.concatenate(xs), np.concatenate(ys)
+        start += count
+    return images, np.concatenate(ys)
 
 
 def md5_file(path: Path) -> str:

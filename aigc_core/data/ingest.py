@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow as pa
@@ -47,8 +48,8 @@ class Prepared:
     params: dict
     extra: dict
 
-    @property
-    def id(self) -> str:
+    @cached_property
+    def id(self) -> str:  # hashes every row's id: computed once
         return content_id(self.table, self.params)
 
     def manifest_preview(self) -> dict:

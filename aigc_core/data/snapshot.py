@@ -5,8 +5,11 @@ sha256 over the preprocessing parameters and every row's content, so ingesting t
 gives the same id and writes nothing. It is built in a staging directory and renamed into place.
 
 Image rows: `id` (sha256 of the pixel bytes), `split` (train or validation, from the id, so equal
-images always share a split), `label`, `height`, `width`, `channels`, `pixels` (float32 in [0, 1],
-row-major C*H*W).
+images always share a split), `label`, `height`, `width`, `channels`, `pixels` (uint8 0..255,
+row-major C*H*W; `image_arrays` gives float32 in [0, 1]). Sources that hold uint8 (IDX files, image
+folders) are stored as they are; float sources in [0, 1] are quantized with rint(x * 255), and
+float pixels that are NaN, infinite or outside [0, 1] are refused before anything is written.
+Format 1 snapshots (float32 pixels) are still read.
 
 Text rows: `id` (sha256 of the UTF-8 text), `split` (from the id, as for images), `text` (one
 cleaned document per row). `text_split(table, split)` gives a trainer the documents of a split.
@@ -27,13 +30,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from aigc_core.atomic import sha256_file, staged_dir
+from aigc_core.data.files import DataSourceError
 from aigc_core.data.sources import ImageData
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: uint8 pixels (1: float32 in [0, 1])
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
+ROW_GROUP_BYTES = 1 << 20  # ~1 MiB of Arrow data per Parquet row group: bounds write memory
+# Arrow's default pool (mimalloc) keeps freed segments resident, which doubled an ingest's peak
+# memory; the system allocator gives them back (benchmarks/ingest_throughput.py measures it)
+POOL = pa.system_memory_pool()
+TEXT_BLOCK = 2048  # documents per Arrow chunk of a text table
+TEXT_BLOCK_BYTES = 1 << 26  # ... or fewer: a chunk's int32 offsets must stay below 2**31
+QUANTIZE_ROWS = 8192  # float images quantized per block, so no full-size float temporary
 
 IMAGE_SCHEMA = pa.schema(
     [
@@ -43,7 +54,7 @@ IMAGE_SCHEMA = pa.schema(
         pa.field("height", pa.int16(), nullable=False),
         pa.field("width", pa.int16(), nullable=False),
         pa.field("channels", pa.int16(), nullable=False),
-        pa.field("pixels", pa.list_(pa.float32()), nullable=False),
+        pa.field("pixels", pa.list_(pa.uint8()), nullable=False),
     ]
 )
 
@@ -79,35 +90,115 @@ def split_of(row_id: str, validation_fraction: float) -> str:
     return "validation" if int(row_id[:8], 16) / 0xFFFFFFFF < validation_fraction else "train"
 
 
+def _ids_and_splits(digests: list[bytes], validation_fraction: float) -> tuple[pa.Array, pa.Array]:
+    """Row ids (the first 24 hex digits of each sha256) and their splits: `split_of`, vectorized
+    over the ids' first 4 bytes."""
+    ids = pa.array([d[:12].hex() for d in digests], pa.string(), memory_pool=POOL)
+    head = np.frombuffer(b"".join(d[:4] for d in digests), dtype=">u4")
+    validation = pa.array(head / 0xFFFFFFFF < validation_fraction, pa.bool_(), memory_pool=POOL)
+    return ids, pc.if_else(validation, "validation", "train", memory_pool=POOL)
+
+
+def pixels_uint8(pixels: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) pixels as uint8 0..255: uint8 as it is (no copy), float in [0, 1] quantized
+    with rint(x * 255). Float pixels that are NaN, infinite or outside [0, 1] are refused with
+    their counts: clipping them would silently hide a broken source."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    if not np.issubdtype(pixels.dtype, np.floating):
+        raise DataSourceError(
+            f"image pixels are {pixels.dtype}; a source gives uint8 (0..255) or float in [0, 1]"
+        )
+    n = len(pixels)
+    flat = pixels.reshape(n, int(np.prod(pixels.shape[1:])))
+    out = np.empty(flat.shape, dtype=np.uint8)
+    nonfinite = np.zeros(n, dtype=np.int64)
+    outside = np.zeros(n, dtype=np.int64)
+    for start in range(0, n, QUANTIZE_ROWS):
+        rows = slice(start, start + QUANTIZE_ROWS)
+        block = flat[rows]
+        finite = np.isfinite(block)
+        with np.errstate(invalid="ignore"):
+            nonfinite[rows] = (~finite).sum(axis=1)
+            outside[rows] = (finite & ((block < 0) | (block > 1))).sum(axis=1)
+            out[rows] = np.clip(np.rint(np.where(finite, block, 0) * np.float32(255)), 0, 255)
+    problems = []
+    for what, per_image in (
+        ("NaN or infinite pixels", nonfinite),
+        ("pixels outside [0, 1]", outside),
+    ):
+        bad = np.flatnonzero(per_image)
+        if bad.size:
+            problems.append(
+                f"{what}: {int(per_image.sum())} value(s) in {bad.size} image(s) "
+                f"(first: image {int(bad[0])})"
+            )
+    if problems:
+        raise DataSourceError(
+            f"{'; '.join(problems)}. Float pixels must be finite and in [0, 1] to be stored as "
+            f"uint8; fix the source or its preprocessing"
+        )
+    return out.reshape(pixels.shape)
+
+
 def image_table(data: ImageData, validation_fraction: float = 0.2) -> pa.Table:
+    """One row per image, pixels as uint8 (see the module docstring). Raises DataSourceError on
+    float pixels that are not finite or not in [0, 1]."""
     n, c, h, w = data.pixels.shape
-    flat = np.ascontiguousarray(data.pixels, dtype=np.float32).reshape(n, c * h * w)
-    ids = [hashlib.sha256(row.tobytes()).hexdigest()[:24] for row in flat]
-    splits = [split_of(i, validation_fraction) for i in ids]
-    pixels = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel(), pa.float32()), c * h * w)
+    size = c * h * w
+    if n * size >= 2**31:
+        raise DataSourceError(
+            f"{n:,} images of {size:,} values exceed the 2**31 pixel values one table holds; "
+            f"ingest the images in parts"
+        )
+    flat = np.ascontiguousarray(pixels_uint8(data.pixels)).reshape(n * size)
+    view = memoryview(flat)
+    digests = [hashlib.sha256(view[i : i + size]).digest() for i in range(0, n * size, size)]
+    ids, splits = _ids_and_splits(digests, validation_fraction)
+    offsets = pa.array(np.arange(0, (n + 1) * size, size, dtype=np.int32))
+    pixels = pa.ListArray.from_arrays(offsets, pa.array(flat, pa.uint8()))  # zero-copy values
     return pa.table(
         {
-            "id": pa.array(ids, pa.string()),
-            "split": pa.array(splits, pa.string()),
+            "id": ids,
+            "split": splits,
             "label": pa.array(data.labels, pa.int16()),
             "height": pa.array(np.full(n, h), pa.int16()),
             "width": pa.array(np.full(n, w), pa.int16()),
             "channels": pa.array(np.full(n, c), pa.int16()),
-            "pixels": pixels.cast(pa.list_(pa.float32())),
+            "pixels": pixels,
         },
         schema=IMAGE_SCHEMA,
     )
 
 
+def _string_array(encoded: list[bytes], digests: list[bytes]) -> pa.Array:
+    """A string array over UTF-8 `encoded` texts (one copy, no builder growth); appends each
+    text's sha256 to `digests`."""
+    digests.extend(hashlib.sha256(b).digest() for b in encoded)
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    buffers = [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.string(), len(encoded), buffers)
+
+
 def text_table(texts: list[str], validation_fraction: float = 0.2) -> pa.Table:
-    """One row per document; ids are content hashes, so equal texts share an id and a split."""
-    ids = [hashlib.sha256(t.encode("utf-8")).hexdigest()[:24] for t in texts]
+    """One row per document; ids are content hashes, so equal texts share an id and a split.
+    Built in blocks, each text encoded once, so memory stays near the texts' own size."""
+    blocks: list[pa.Array] = []
+    digests: list[bytes] = []
+    encoded: list[bytes] = []
+    size = 0
+    for t in texts:
+        encoded.append(t.encode("utf-8"))
+        size += len(encoded[-1])
+        if len(encoded) == TEXT_BLOCK or size >= TEXT_BLOCK_BYTES:
+            blocks.append(_string_array(encoded, digests))
+            encoded, size = [], 0
+    if encoded:
+        blocks.append(_string_array(encoded, digests))
+    ids, splits = _ids_and_splits(digests, validation_fraction)
     return pa.table(
-        {
-            "id": pa.array(ids, pa.string()),
-            "split": pa.array([split_of(i, validation_fraction) for i in ids], pa.string()),
-            "text": pa.array(texts, pa.string()),
-        },
+        {"id": ids, "split": splits, "text": pa.chunked_array(blocks, pa.string())},
         schema=TEXT_SCHEMA,
     )
 
@@ -131,7 +222,10 @@ def content_id(table: pa.Table, params: dict) -> str:
     h.update(str(table.schema).encode())
     for col in [c for c in ("id", "split", "label") if c in table.column_names]:
         h.update(col.encode())
-        h.update("\x1f".join(map(str, table.column(col).to_pylist())).encode())
+        column = table.column(col)
+        for start in range(0, len(column), 8192):  # the values joined by \x1f, a block at a time
+            block = "\x1f".join(map(str, column.slice(start, 8192).to_pylist()))
+            h.update((("\x1f" if start else "") + block).encode())
     return h.hexdigest()[:16]
 
 
@@ -155,28 +249,38 @@ def write_snapshot(
         log.info("snapshot %s/%s already exists; nothing written", name, sid)
         return Snapshot(sid, name, final, read_manifest(final), created=False)
 
+    # small row groups bound the writer's buffers (a list column's levels cost 4 bytes a value)
+    row_group_rows = max(1, ROW_GROUP_BYTES * table.num_rows // max(1, table.nbytes))
     counts = {s: 0 for s in SPLITS}
     for s, c in zip(
         *np.unique(table.column("split").to_numpy(zero_copy_only=False), return_counts=True),
         strict=True,
     ):
         counts[str(s)] = int(c)
+    n_parts = -(-table.num_rows // rows_per_part)
+    per_part = -(-table.num_rows // n_parts)  # balanced parts
+
+    def write_part(staging: Path, i: int) -> dict:
+        part = f"part-{i:05d}.parquet"
+        rows = table.slice(i * per_part, per_part)
+        pq.write_table(
+            rows,
+            staging / part,
+            compression="zstd",
+            row_group_size=row_group_rows,
+            use_dictionary=["split"],  # ids are unique, pixels are already bytes
+            memory_pool=POOL,
+        )
+        return {
+            "path": part,
+            "rows": rows.num_rows,
+            "sha256": sha256_file(staging / part),
+            "bytes": (staging / part).stat().st_size,
+        }
+
     try:
         with staged_dir(final) as staging:
-            files = []
-            for i, start in enumerate(range(0, table.num_rows, rows_per_part)):
-                part = f"part-{i:05d}.parquet"
-                pq.write_table(
-                    table.slice(start, rows_per_part), staging / part, compression="zstd"
-                )
-                files.append(
-                    {
-                        "path": part,
-                        "rows": min(rows_per_part, table.num_rows - start),
-                        "sha256": sha256_file(staging / part),
-                        "bytes": (staging / part).stat().st_size,
-                    }
-                )
+            files = [write_part(staging, i) for i in range(n_parts)]
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "id": sid,
@@ -243,7 +347,7 @@ def read_table(snapshot: Snapshot, verify: bool = True) -> pa.Table:
 
 
 def image_arrays(table: pa.Table, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(pixels (N, C, H, W) float32, labels (N,) int64) for one split or all rows."""
+    """(pixels (N, C, H, W) float32 in [0, 1], labels (N,) int64) for one split or all rows."""
     if split is not None:
         table = table.filter(pc.equal(table.column("split"), split))
     n = table.num_rows
@@ -262,6 +366,8 @@ def image_arrays(table: pa.Table, split: str | None = None) -> tuple[np.ndarray,
         raise SnapshotError(f"images have mixed shapes {sorted(shape)}; resize them at ingest")
     c, h, w = shape.pop()
     flat = table.column("pixels").combine_chunks().flatten().to_numpy()
-    pixels = flat.reshape(n, c, h, w).astype(np.float32, copy=False)
+    pixels = flat.reshape(n, c, h, w).astype(np.float32)
+    if flat.dtype == np.uint8:  # format 2; format 1 stored float32 in [0, 1]
+        pixels /= np.float32(255.0)
     labels = table.column("label").to_numpy(zero_copy_only=False).astype(np.int64)
     return pixels, labels

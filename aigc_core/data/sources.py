@@ -1,4 +1,6 @@
-"""Image sources. Each returns an `ImageData`: float32 pixels in [0, 1], shape (N, C, H, W).
+"""Image sources. Each returns an `ImageData`, pixels of shape (N, C, H, W) as the source has
+them: uint8 0..255 (IDX files, image folders: no float copy is made) or float in [0, 1] (digits,
+and anything resized). Snapshots store uint8 (`snapshot.image_table` quantizes floats).
 
 Built-in (`IMAGE_SOURCES`):
 - `digits`: scikit-learn's copy of the UCI optical handwritten digits (1,797 8x8 images with
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ImageData:
-    pixels: np.ndarray  # (N, C, H, W) float32 in [0, 1]
+    pixels: np.ndarray  # (N, C, H, W) uint8 0..255, or float in [0, 1]
     labels: np.ndarray  # (N,) int64
     label_names: list[str]
     source: str
@@ -59,13 +61,11 @@ def load_digits(image_size: int = 28) -> ImageData:
 
 
 def _from_uint8(images: np.ndarray, image_size: int) -> np.ndarray:
-    """uint8 (N, H, W) -> float32 (N, 1, S, S) in [0, 1], resized only when S differs."""
-    pixels = images[:, None].astype(np.float32) / np.float32(255.0)
-    return (
-        pixels
-        if images.shape[1:] == (image_size, image_size)
-        else resize_images(pixels, image_size)
-    )
+    """uint8 (N, H, W) -> (N, 1, S, S): the uint8 values themselves (a view) at their own size,
+    else float32 in [0, 1] resized to S."""
+    if images.shape[1:] == (image_size, image_size):
+        return images[:, None]
+    return resize_images(images[:, None].astype(np.float32) / np.float32(255.0), image_size)
 
 
 def load_idx(
@@ -81,7 +81,7 @@ def load_idx(
         labels=labels,
         label_names=names,
         source=source or f"IDX files {', '.join(str(p.resolve()) for pair in pairs for p in pair)}",
-        params={"image_size": image_size, "scale": "x/255", "format": "idx"},
+        params={"image_size": image_size, "format": "idx"},
     )
 
 

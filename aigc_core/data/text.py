@@ -54,6 +54,7 @@ PHONE = re.compile(
     r"(?:\(\d{1,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w.-])"
 )
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+DIGIT = re.compile(r"\d")
 
 
 @dataclass
@@ -283,11 +284,22 @@ def clean_text(text: str, form: str, counts: Counter) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text, n = CONTROL.subn("", text)
     counts["control_chars_removed"] += n
-    text, n = EMAIL.subn("<email>", text)
+    n = 0
+    if "@" in text:  # every e-mail address has one: skip the (slow) scan where none can match
+        text, n = EMAIL.subn("<email>", text)
     counts["emails_masked"] += n
-    text, n = PHONE.subn("<phone>", text)
+    n = 0
+    if _has_digit(text):  # likewise, every phone number has digits
+        text, n = PHONE.subn("<phone>", text)
     counts["phones_masked"] += n
     return text.strip()
+
+
+def _has_digit(text: str) -> bool:
+    """Whether `text` has a decimal digit (as `\\d` has it: non-ASCII digits count too)."""
+    if text.isascii():
+        return any(d in text for d in "0123456789")
+    return DIGIT.search(text) is not None
 
 
 def clean_texts(

@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from aigc_core.data.files import DataSourceError
 from aigc_core.data.snapshot import image_table
 from data_contracts import ContractViolation, validate_snapshot
 from tests.conftest import tiny_images
@@ -16,6 +17,20 @@ def table_of(mutate=None, n=60):
     if mutate:
         mutate(data)
     return image_table(data)
+
+
+def float_table(mutate) -> pa.Table:
+    """The mutated images as a table with float32 pixels (format 1's layout), which can hold what
+    uint8 cannot. Ingest refuses such data while building the uint8 table; the contract still
+    guards a float table (a format 1 snapshot read back for validation)."""
+    data = tiny_images(n=60)
+    mutate(data)
+    with pytest.raises(DataSourceError, match="Float pixels must be finite and in"):
+        image_table(data)
+    good = image_table(tiny_images(n=60))  # ids, splits, labels, shape of the same images
+    offsets = pa.array(np.arange(0, 61 * 784, 784, dtype=np.int32))
+    pixels = pa.ListArray.from_arrays(offsets, pa.array(data.pixels.reshape(-1), pa.float32()))
+    return good.set_column(good.schema.get_field_index("pixels"), "pixels", pixels)
 
 
 def failed(table) -> str:
@@ -35,7 +50,7 @@ def test_nan_pixels_are_blocked():
         d.pixels[3, 0, 5, 5] = np.nan
         d.pixels[7, 0, 1, 1] = np.inf
 
-    msg = failed(table_of(nan))
+    msg = failed(float_table(nan))
     assert "n_nonfinite" in msg and "2 rows unexpected" in msg
     assert "NaN or infinite pixels" in msg
 
@@ -44,7 +59,7 @@ def test_out_of_range_pixels_are_blocked():
     def hot(d):
         d.pixels[0, 0, 0, 0] = 3.0
 
-    msg = failed(table_of(hot))
+    msg = failed(float_table(hot))
     assert "pixel_max" in msg and "pixels above 1" in msg
 
 

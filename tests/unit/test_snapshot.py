@@ -1,10 +1,13 @@
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from aigc_core.data.files import DataSourceError
 from aigc_core.data.snapshot import (
+    FORMAT_VERSION,
     TEXT_SCHEMA,
     SnapshotError,
     find_snapshot,
@@ -68,8 +71,54 @@ def test_round_trip_of_pixels_and_labels(tmp_path):
     x, y = image_arrays(read_table(find_snapshot(tmp_path, snap.id)))
     order = np.argsort(image_table(data).column("id").to_numpy(zero_copy_only=False))
     got = np.argsort(read_table(snap).column("id").to_numpy(zero_copy_only=False))
-    assert np.array_equal(x[got], data.pixels[order])
+    # stored as uint8: float pixels come back quantized to the nearest 1/255
+    quantized = (np.rint(data.pixels * np.float32(255)) / np.float32(255)).astype(np.float32)
+    assert x.dtype == np.float32 and np.array_equal(x[got], quantized[order])
+    assert np.abs(x[got] - data.pixels[order]).max() <= 0.5 / 255 + 1e-7
     assert np.array_equal(y[got], data.labels[order])
+
+
+def test_pixels_are_stored_as_uint8_and_uint8_sources_exactly(tmp_path):
+    rng = np.random.default_rng(3)
+    data = tiny_images(n=30)
+    data.pixels = rng.integers(0, 256, size=(30, 1, 28, 28), dtype=np.uint8)
+    snap = publish(tmp_path, data)
+    table = read_table(snap)
+    assert table.schema.field("pixels").type.value_type == pa.uint8()
+    assert snap.manifest["format_version"] == FORMAT_VERSION >= 2
+    x, _ = image_arrays(table)
+    ids = table.column("id").to_pylist()
+    src = {r: i for i, r in enumerate(image_table(data).column("id").to_pylist())}
+    order = [src[i] for i in ids]
+    assert np.array_equal(np.rint(x * 255).astype(np.uint8), data.pixels[order])
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [(np.nan, "NaN or infinite pixels"), (np.inf, "NaN or infinite pixels"),
+     (1.5, "pixels outside [0, 1]"), (-0.1, "pixels outside [0, 1]")],
+)  # fmt: skip
+def test_float_pixels_that_cannot_be_stored_are_refused_with_their_counts(value, problem):
+    data = tiny_images(n=20)
+    data.pixels[4, 0, 1, 1] = value
+    data.pixels[4, 0, 2, 2] = value
+    data.pixels[9, 0, 0, 0] = value
+    with pytest.raises(DataSourceError, match="Float pixels must be finite and in") as e:
+        image_table(data)
+    assert f"{problem}: 3 value(s) in 2 image(s) (first: image 4)" in str(e.value)
+
+
+def test_format_1_float_pixels_are_still_read():
+    data = tiny_images(n=12)
+    table = image_table(data)
+    flat = pa.array(data.pixels.reshape(-1), pa.float32())
+    legacy = table.set_column(
+        table.schema.get_field_index("pixels"),
+        "pixels",
+        pa.ListArray.from_arrays(pa.array(np.arange(0, 13 * 784, 784, dtype=np.int32)), flat),
+    )
+    x, _ = image_arrays(legacy)
+    assert np.array_equal(x, data.pixels)
 
 
 def test_a_corrupted_part_is_detected(tmp_path):

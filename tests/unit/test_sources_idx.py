@@ -12,7 +12,8 @@ import pytest
 from aigc_core.data import idx
 from aigc_core.data.files import DataSourceError
 from aigc_core.data.ingest import prepare, publish
-from aigc_core.data.snapshot import image_arrays, read_table
+from aigc_core.data.snapshot import image_arrays, image_table, read_table
+from aigc_core.data.sources import load_path
 
 
 def idx_bytes(values: np.ndarray, magic: int) -> bytes:
@@ -133,3 +134,13 @@ def test_the_published_checksums_are_the_known_ones():
         "9fb629c4189551a2d022fa330f9573f3"
     )
     assert len(idx.MIRRORS["fashion-mnist"].classes) == 10
+
+
+def test_idx_pixels_stay_uint8_with_no_float_copy(tmp_path):
+    _, _, x_train, _ = write_mnist(tmp_path, n=30, prefix="train")
+    _, _, x_test, _ = write_mnist(tmp_path, n=10, prefix="t10k", seed=1)
+    data = load_path(tmp_path)
+    assert data.pixels.dtype == np.uint8 and data.pixels.shape == (40, 1, 28, 28)
+    assert np.array_equal(data.pixels[:, 0], np.concatenate([x_train, x_test]))
+    values = image_table(data).column("pixels").chunk(0).values
+    assert values.buffers()[1].address == data.pixels.ctypes.data  # the table uses those bytes
