@@ -31,7 +31,7 @@ app = typer.Typer(
 err = Console(stderr=True)
 out = Console()
 
-STAGES = ["ingest", "validate", "train", "evaluate", "register", "generate", "curate"]
+IMAGE_FAMILIES = ("dcgan", "vae")
 
 
 def _settings(home: Home, verbose: bool) -> None:
@@ -88,10 +88,15 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 def run(
     preset: str = typer.Option(
         "cpu",
-        help="Training preset: smoke (seconds), cpu (minutes), "
-        "seed (the seed's full recipe, for a GPU).",
+        help="Training preset: smoke (seconds), cpu (minutes), gpu; for dcgan also seed "
+        "(the seed's full recipe, for a GPU).",
     ),
-    dataset: str = typer.Option("digits", help="Built-in dataset to ingest."),
+    family: str = typer.Option("dcgan", "--model", help="Image model family: dcgan or vae."),
+    dataset: str = typer.Option("digits", help="Dataset name (built-in, or the name for --path)."),
+    path: Path = typer.Option(None, help="Files of a user image dataset (IDX, image folder)."),
+    init_from: str = typer.Option(
+        None, help="Warm start, e.g. models:/aigc-dcgan-digits@champion (nightly fine-tuning)."
+    ),
     n: int = typer.Option(256, "--n", min=1, help="Images to generate from the champion."),
     seed: int = typer.Option(0, help="Seed of the content batch."),
     min_confidence: float = typer.Option(
@@ -115,10 +120,18 @@ def run(
         raise _fail(f"cannot use {h.root} as the aigc home: {e}", 2) from None
     _settings(h, verbose)
     from aigc_core import progress as core_progress
-    from aigc_core.training.gan import PRESETS
+    from aigc_core.training import engine
 
-    if preset not in PRESETS:
-        raise _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}", 2)
+    if family not in IMAGE_FAMILIES:
+        raise _fail(
+            f"aigc run makes image content: --model must be one of {', '.join(IMAGE_FAMILIES)}; "
+            f"train text models with `aigc train`",
+            2,
+        )
+    try:
+        engine.preset(family, preset)
+    except ValueError as e:
+        raise _fail(str(e), 2) from None
 
     with err.status("starting Prefect and MLflow...", spinner="dots"):
         from data_contracts import ContractViolation
@@ -136,6 +149,9 @@ def run(
             summary = nightly_retrain(
                 dataset=dataset,
                 preset=preset,
+                family=family,
+                path=str(path) if path else None,
+                init_from=init_from,
                 n_generate=n,
                 seed=seed,
                 min_confidence=min_confidence,

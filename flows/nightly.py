@@ -20,16 +20,20 @@ def nightly_retrain(
     n_generate: int = 256,
     seed: int = 0,
     min_confidence: float = 0.9,
+    path: str | None = None,
+    init_from: str | None = None,
     home: str | None = None,
 ) -> dict:
+    """path: files of a user dataset (else the built-in `dataset`); init_from: warm start, e.g.
+    models:/aigc-dcgan-digits@champion for nightly fine-tuning."""
     home = str(Home.resolve(home).root)
 
     # 1-2. data: snapshot, then the contract gate (raises on a blocking failure)
-    snapshot = ingest(dataset, home)
+    snapshot = ingest(dataset, home, path=path)
     validate(snapshot["snapshot_id"], home)
 
     # 3-4. model: train, then score against held-out data
-    trained = train(snapshot["snapshot_id"], preset, home, family=family)
+    trained = train(snapshot["snapshot_id"], preset, home, family=family, init_from=init_from)
     metrics = evaluate(trained, home)
 
     # 5-6. registry: new version as challenger; champion only if it wins
@@ -49,9 +53,10 @@ def nightly_retrain(
         "promoted": decision["promoted"],
         "promotion_reason": decision["reason"],
         "champion_version": decision["champion_version"],
-        "fid": metrics["fid"],
-        "fid_floor": metrics["fid_floor"],
-        "evaluator_accuracy": metrics["evaluator_accuracy"],
+        "fid": metrics.get("fid"),
+        "fid_floor": metrics.get("fid_floor"),
+        "evaluator_accuracy": metrics.get("evaluator_accuracy"),
+        "metrics": metrics,
         "batch_id": batch["batch_id"],
         "batch_dir": generated["batch_dir"],
         "batch_model_version": batch["model_version"],
