@@ -69,7 +69,7 @@ class CharLSTM(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, pick: Picker) -> torch.Tensor:
         """Continue each row of idx (B, T0) by max_new_tokens tokens chosen by `pick`
-        (last-position logits (B, V) -> ids (B, 1), e.g. aigc_core.models.sampling.next_token);
+        (last-position logits (B, V) -> ids (B, 1), e.g. aigc_core.generation.text.next_token);
         returns (B, T0 + max_new_tokens). The LSTM state carries over, so each step costs O(1)."""
         was_training = self.training
         self.eval()

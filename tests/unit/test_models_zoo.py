@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from aigc_core.generation.text import SamplingParams, next_token
 from aigc_core.models.charlstm import CharLSTM, CharLSTMConfig
 from aigc_core.models.chars import build_vocab, decode, encode
 from aigc_core.models.io import load_model, save_model
-from aigc_core.models.sampling import next_token, picker
 from aigc_core.models.transformer import TransformerConfig, TransformerLM
 from aigc_core.models.vae import VAE, VAEConfig, VAEDecoder, vae_loss
 
@@ -67,6 +67,13 @@ def test_transformer_attention_is_causal():
         model(torch.zeros(1, 13, dtype=torch.long))
 
 
+def picker(temperature: float, top_k: int, seed: int):
+    """The models' `pick` argument, (B, V) logits -> (B, 1) ids, from the project's sampler."""
+    g = torch.Generator().manual_seed(seed)
+    params = SamplingParams(temperature=temperature, top_k=top_k)
+    return lambda logits: next_token(logits, params, g).unsqueeze(-1)
+
+
 @pytest.mark.parametrize("cfg", [LSTM, GPT], ids=["charlstm", "transformer"])
 def test_generation_is_seeded_and_greedy_is_argmax(cfg):
     torch.manual_seed(0)
@@ -76,9 +83,10 @@ def test_generation_is_seeded_and_greedy_is_argmax(cfg):
     b = model.generate(prompt, 20, picker(temperature=1.0, top_k=5, seed=7))
     assert a.shape == (1, 23) and torch.equal(a, b) and torch.equal(a[:, :3], prompt)
     logits = torch.tensor([[0.1, 3.0, -1.0]])
-    assert next_token(logits, temperature=0).item() == 1
+    assert next_token(logits, SamplingParams(temperature=0)).item() == 1
     g = torch.Generator().manual_seed(0)
-    draws = {next_token(logits, 1.0, top_k=1, generator=g).item() for _ in range(20)}
+    top1 = SamplingParams(temperature=1.0, top_k=1)
+    draws = {next_token(logits, top1, generator=g).item() for _ in range(20)}
     assert draws == {1}  # top-1 leaves only the best token
 
 
