@@ -8,11 +8,13 @@ summary table, or with --json exactly one JSON object.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -74,6 +76,36 @@ class _RichReporter:
         self.progress.update(self.tasks[stage], completed=completed, total=total)
 
 
+def open_home(home: Path | None, verbose: bool) -> Home:
+    """Resolve and create the home, then apply the settings; a bad home is a usage error."""
+    h = Home.resolve(home)
+    try:
+        h.ensure()
+    except OSError as e:
+        raise _fail(f"cannot use {h.root} as the aigc home: {e}", 2) from None
+    _settings(h, verbose)
+    return h
+
+
+@contextlib.contextmanager
+def progress_bars(transient: bool = False) -> Iterator[None]:
+    """One Rich progress display on stderr fed by aigc_core.progress reports."""
+    from aigc_core import progress as core_progress
+
+    columns = [
+        TextColumn("{task.description:<11}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=err, transient=transient) as bar:
+        core_progress.set_reporter(_RichReporter(bar))
+        try:
+            yield
+        finally:
+            core_progress.set_reporter(None)
+
+
 @app.callback()
 def main() -> None:
     """aigc-pipeline: data -> generative models -> curated content."""
@@ -113,13 +145,7 @@ def run(
 ) -> None:
     """Run the nightly pipeline once, embedded: ingest, validate, train, evaluate, register,
     promote, generate and curate."""
-    h = Home.resolve(home)
-    try:
-        h.ensure()
-    except OSError as e:
-        raise _fail(f"cannot use {h.root} as the aigc home: {e}", 2) from None
-    _settings(h, verbose)
-    from aigc_core import progress as core_progress
+    h = open_home(home, verbose)
     from aigc_core.training import engine
 
     if family not in IMAGE_FAMILIES:
@@ -137,15 +163,8 @@ def run(
         from data_contracts import ContractViolation
         from flows.nightly import nightly_retrain
 
-    columns = [
-        TextColumn("{task.description:<9}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    ]
     try:
-        with Progress(*columns, console=err, transient=False) as bar:
-            core_progress.set_reporter(_RichReporter(bar))
+        with progress_bars():
             summary = nightly_retrain(
                 dataset=dataset,
                 preset=preset,
@@ -163,8 +182,6 @@ def run(
         if verbose:
             err.print_exception()
         raise _fail(f"{type(e).__name__}: {e}") from None
-    finally:
-        core_progress.set_reporter(None)
 
     if as_json:
         print(json.dumps(summary, sort_keys=True))

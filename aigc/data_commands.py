@@ -12,10 +12,9 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from aigc.cli import _fail, _RichReporter, _settings, app, err, out
+from aigc.cli import _fail, _settings, app, err, out, progress_bars
 from aigc_core.paths import Home
 
 
@@ -59,7 +58,6 @@ def ingest(
     h = _home(home, verbose)
     if not verbose:  # contract warnings are printed below, once, in the CLI's own words
         logging.getLogger("data_contracts").setLevel(logging.ERROR)
-    from aigc_core import progress as core_progress
     from aigc_core.data.files import DataSourceError
     from aigc_core.data.ingest import prepare, publish
     from aigc_core.data.snapshot import SnapshotError
@@ -72,10 +70,8 @@ def ingest(
     def gate(table, manifest):
         reports.append(validate_snapshot(table, manifest, results_dir=results_dir(h.root)))
 
-    columns = [TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn()]
     try:
-        with Progress(*columns, console=err, transient=True) as bar:
-            core_progress.set_reporter(_RichReporter(bar))
+        with progress_bars(transient=True):
             prepared = prepare(
                 dataset,
                 path=path,
@@ -100,8 +96,6 @@ def ingest(
         if verbose:
             err.print_exception()
         raise _fail(escape(f"ingest {dataset}: {type(e).__name__}: {e}")) from None
-    finally:
-        core_progress.set_reporter(None)
 
     m = snap.manifest
     result = {

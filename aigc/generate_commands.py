@@ -6,11 +6,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aigc.cli import _fail, _RichReporter, _settings, app, err, out
-from aigc_core.paths import Home
+from aigc.cli import _fail, app, err, open_home, out, progress_bars
 
 
 @app.command()
@@ -55,13 +53,7 @@ def generate(
     for label, path in (("--policy", policy), ("--prompt-file", prompt_file)):
         if path is not None and not path.is_file():
             raise _fail(f"{label} {path}: no such file", 2)
-    h = Home.resolve(home)
-    try:
-        h.ensure()
-    except OSError as e:
-        raise _fail(f"cannot use {h.root} as the aigc home: {e}", 2) from None
-    _settings(h, verbose)
-    from aigc_core import progress as core_progress
+    h = open_home(home, verbose)
     from aigc_core.curation.policy import PolicyError, load_policy
 
     try:
@@ -72,15 +64,8 @@ def generate(
     with err.status("starting Prefect and MLflow...", spinner="dots"):
         from flows.batch_generate import run_batch_generate
 
-    columns = [
-        TextColumn("{task.description:<9}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    ]
     try:
-        with Progress(*columns, console=err, transient=False) as bar:
-            core_progress.set_reporter(_RichReporter(bar))
+        with progress_bars():
             summary = run_batch_generate(
                 model=model,
                 n=n,
@@ -98,8 +83,6 @@ def generate(
         if verbose:
             err.print_exception()
         raise _fail(f"{type(e).__name__}: {e}") from None
-    finally:
-        core_progress.set_reporter(None)
 
     batch_dir = Path(summary["batch_dir"])
     result = {

@@ -14,8 +14,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from aigc.cli import _fail, _settings, app, err, out
-from aigc_core.paths import Home
+from aigc.cli import _fail, app, err, open_home, out
 
 HOME_OPTION = typer.Option(
     None, envvar="AIGC_HOME", help="Where snapshots, MLflow and content go [default: ./.aigc]."
@@ -26,12 +25,7 @@ VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="Show library logs.
 
 def _registry(home: Path | None, verbose: bool):
     """Settings first, then the (slow to import) registry modules, pointed at the home."""
-    h = Home.resolve(home)
-    try:
-        h.ensure()
-    except OSError as e:
-        raise _fail(f"cannot use {h.root} as the aigc home: {e}", 2) from None
-    _settings(h, verbose)
+    h = open_home(home, verbose)
     with err.status("opening the MLflow registry...", spinner="dots"):
         from tasks import mlflow_adapter as tracking
         from tasks import registry

@@ -12,11 +12,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aigc.cli import _fail, _RichReporter, _settings, app, err, out
-from aigc_core.paths import Home
+from aigc.cli import _fail, app, err, open_home, out, progress_bars
 
 FAMILIES = ("dcgan", "vae", "charlstm", "transformer")
 
@@ -47,17 +45,11 @@ def train(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
 ) -> None:
     """Train a model on a snapshot; checkpoints, resume, warm start, metrics in MLflow."""
-    h = Home.resolve(home)
-    try:
-        h.ensure()
-    except OSError as e:
-        raise _fail(f"cannot use {h.root} as the aigc home: {e}", 2) from None
-    _settings(h, verbose)
+    h = open_home(home, verbose)
     if model not in FAMILIES:
         raise _fail(f"unknown model {model!r}; choose one of {', '.join(FAMILIES)}", 2)
     if resume not in ("auto", "never"):
         raise _fail(f"--resume must be auto or never, got {resume!r}", 2)
-    from aigc_core import progress as core_progress
     from aigc_core.data.snapshot import SnapshotError
     from aigc_core.training import engine, interrupt
     from aigc_core.training.checkpoint import CheckpointError
@@ -71,15 +63,8 @@ def train(
     with err.status("starting MLflow...", spinner="dots"):
         from tasks.training import train as train_task
 
-    columns = [
-        TextColumn("{task.description:<9}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    ]
     try:
-        with interrupt.stop_on_signals(), Progress(*columns, console=err) as bar:
-            core_progress.set_reporter(_RichReporter(bar))
+        with interrupt.stop_on_signals(), progress_bars():
             result = train_task.fn(
                 snapshot,
                 preset,
@@ -104,8 +89,6 @@ def train(
         if verbose:
             err.print_exception()
         raise _fail(f"{type(e).__name__}: {e}") from None
-    finally:
-        core_progress.set_reporter(None)
 
     if as_json:
         print(json.dumps(result, sort_keys=True))
