@@ -13,6 +13,7 @@ import pytest
 from aigc_core.data import sources
 from aigc_core.data.files import DataSourceError
 from aigc_core.images import decode_png
+from data_contracts import ContractViolation
 from flows.nightly import nightly_retrain
 from tests.conftest import tiny_images
 
@@ -98,3 +99,20 @@ def test_a_corrupted_dataset_stops_at_validate_and_registers_nothing(tmp_path, m
     assert client_for(tmp_path).search_registered_models() == []
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     assert not (tmp_path / "content").exists() or not any((tmp_path / "content").iterdir())
+
+
+def test_a_dataset_breaking_its_contract_stops_at_the_gate_and_registers_nothing(
+    tmp_path, monkeypatch
+):
+    def mislabelled(**_):
+        data = tiny_images(n=60)
+        data.labels[:3] = 42  # labels outside the declared set
+        return data
+
+    monkeypatch.setitem(sources.IMAGE_SOURCES, "mislabelled", mislabelled)
+    with pytest.raises(ContractViolation) as e:
+        nightly_retrain(dataset="mislabelled", preset="smoke", home=str(tmp_path))
+    assert "labels out of range" in str(e.value) and "3 rows unexpected" in str(e.value)
+    assert not any((tmp_path / "datasets").glob("*/*"))  # no snapshot was published
+    assert client_for(tmp_path).search_registered_models() == []
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
