@@ -15,11 +15,14 @@ from aigc_core.atomic import staged_dir
 from aigc_core.data.snapshot import find_snapshot, image_arrays, read_table, text_split
 from aigc_core.evaluation.classifier import Classifier, ClassifierConfig, train_classifier
 from aigc_core.evaluation.fid import FeatureExtractor, fid_images
+from aigc_core.evaluation.reconstruction import reconstruct, side_by_side
 from aigc_core.evaluation.samples import class_diversity, memorization_rate, precision_recall
 from aigc_core.generation.images import generate_images
 from aigc_core.images import contact_sheet, to_uint8
-from aigc_core.models.io import CONFIG, WEIGHTS, load_model, save_model
+from aigc_core.models.io import CONFIG, WEIGHTS, config_from_dict, load_model, save_model
+from aigc_core.models.vae import VAE
 from aigc_core.paths import Home
+from aigc_core.training.checkpoint import load_latest
 from tasks import mlflow_adapter as tracking
 
 log = logging.getLogger(__name__)
@@ -141,6 +144,21 @@ def text_metrics(model_dir: Path, train_text: str, val_text: str) -> dict[str, f
     }
 
 
+def _log_reconstructions(run_id: str, checkpoint_dir: Path, x_va) -> None:
+    """Held-out images beside their reconstructions, from the full VAE of the last checkpoint
+    (the served model is the decoder alone)."""
+    latest = load_latest(checkpoint_dir)
+    if latest is None:
+        raise ValueError(f"evaluate: no VAE checkpoint in {checkpoint_dir} to reconstruct with")
+    state = latest[1]
+    vae = VAE(config_from_dict(state["config"]["model"]))
+    vae.load_state_dict(state["modules"]["model"])
+    pairs = side_by_side(x_va[:32], reconstruct(vae, x_va[:32]))
+    tracking.log_image(
+        run_id, contact_sheet(to_uint8(pairs), cols=8, scale=3), "reconstructions.png"
+    )
+
+
 @task(name="evaluate")
 def evaluate(trained: dict, home: str) -> dict:
     """Score the candidate against held-out data. Image families: FID beside its real-vs-real
@@ -194,6 +212,7 @@ def evaluate(trained: dict, home: str) -> dict:
                     "needs a non-empty validation split"
                 )
             metrics["neg_elbo"] = float(trained["final_val_neg_elbo"])
+            _log_reconstructions(run_id, Path(trained["checkpoint_dir"]), x_va)
         tracking.log_metrics(run_id, metrics)
         grid = to_uint8(fake[:64])
         tracking.log_image(run_id, contact_sheet(grid, cols=8, scale=3), "samples.png")

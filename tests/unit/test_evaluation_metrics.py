@@ -166,3 +166,19 @@ def test_novelty_counts_generated_ngrams_missing_from_training():
     assert set(m) == {"distinct_1", "distinct_2", "novelty", "novelty_n"}
     with pytest.raises(ValueError, match="at least one"):
         generation_metrics([], training)
+
+
+def test_vae_reconstructions_sit_beside_their_originals():
+    from aigc_core.evaluation.reconstruction import reconstruct, side_by_side
+    from aigc_core.models.vae import VAE, VAEConfig
+
+    torch.manual_seed(0)
+    vae = VAE(VAEConfig(z_dim=4, width=4))
+    x = np.random.default_rng(0).uniform(size=(10, 1, 28, 28)).astype(np.float32)
+    r = reconstruct(vae, x)
+    assert r.shape == x.shape and r.min() >= 0 and r.max() <= 1
+    assert np.array_equal(r, reconstruct(vae, x))  # the posterior mean: no sampling
+    pairs = side_by_side(x, r, per_row=4)  # 8 of the 10 images fill two rows of 4
+    assert pairs.shape == (16, 1, 28, 28)
+    assert np.array_equal(pairs[:4], x[:4]) and np.array_equal(pairs[4:8], r[:4])
+    assert np.array_equal(pairs[8:12], x[4:8]) and np.array_equal(pairs[12:16], r[4:8])

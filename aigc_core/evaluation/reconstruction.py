@@ -1,0 +1,30 @@
+"""VAE reconstructions for review: held-out images through the encoder's mean and the decoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from aigc_core.models.vae import VAE
+
+
+@torch.no_grad()
+def reconstruct(vae: VAE, images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) images in [0, 1] -> their reconstructions at the posterior mean, same shape.
+    Deterministic: no sampling of the latent."""
+    vae.eval()
+    mu, _ = vae.encoder(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)))
+    return torch.sigmoid(vae.decoder.logits(mu)).numpy()  # (N, C, H, W)
+
+
+def side_by_side(images: np.ndarray, recon: np.ndarray, per_row: int = 8) -> np.ndarray:
+    """Interleave rows of originals and reconstructions: row 2k holds originals, row 2k+1 the
+    reconstructions of the same images, for a contact sheet with `per_row` columns."""
+    if images.shape != recon.shape:
+        raise ValueError(f"{images.shape} originals but {recon.shape} reconstructions")
+    n = len(images) - len(images) % per_row
+    if n == 0:
+        raise ValueError(f"need at least {per_row} images, got {len(images)}")
+    a = images[:n].reshape(n // per_row, per_row, *images.shape[1:])
+    b = recon[:n].reshape(n // per_row, per_row, *images.shape[1:])
+    return np.stack([a, b], axis=1).reshape(n * 2, *images.shape[1:])
