@@ -85,17 +85,17 @@ def ingest(
             )
             snap = publish(prepared, h.datasets, gate=gate)
     except DataSourceError as e:
-        raise _fail(escape(f"ingest {dataset}: {e}\nNothing was written.")) from None
+        raise _fail(f"ingest {dataset}: {e}\nNothing was written.") from None
     except ContractViolation as e:
         docs = f"\nResults: {e.report.data_docs}" if e.report.data_docs else ""
         source = f" from {path}" if path is not None else ""
-        raise _fail(escape(f"ingest {dataset}{source}: {e}\nNothing was written.{docs}")) from None
+        raise _fail(f"ingest {dataset}{source}: {e}\nNothing was written.{docs}") from None
     except SnapshotError as e:
-        raise _fail(escape(f"ingest {dataset}: {e}")) from None
+        raise _fail(f"ingest {dataset}: {e}") from None
     except Exception as e:  # the CLI owns the console: one clear line, details with -v
         if verbose:
             err.print_exception()
-        raise _fail(escape(f"ingest {dataset}: {type(e).__name__}: {e}")) from None
+        raise _fail(f"ingest {dataset}: {type(e).__name__}: {e}") from None
 
     m = snap.manifest
     result = {
