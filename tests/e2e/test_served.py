@@ -203,3 +203,34 @@ def test_a_run_killed_by_sigkill_crashes_and_frees_the_concurrency_slot(served):
     assert wait_for(lambda: state() in ("CRASHED", "FAILED") and state(), 120, "a crashed run")
     p = trigger(home, ep, "nightly-retrain/nightly", "preset=smoke", "n_generate=16", watch=True)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_cancelling_a_deployed_run_reaches_the_trainer_which_checkpoints(served):
+    home, ep = served
+    # the cpu preset trains for minutes and checkpoints only at the end, or on SIGTERM
+    p = trigger(home, ep, "nightly-retrain/nightly", "preset=cpu", "n_generate=16")
+    assert p.returncode == 0, p.stdout + p.stderr
+    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", p.stdout).group(1)
+    pointer = wait_for(
+        lambda: next(iter((home.runs / "active").glob("dcgan-*-cpu.json")), None),
+        300,
+        "the training run to start",
+        every=1,
+    )
+    checkpoints = home.runs / json.loads(pointer.read_text())["run_id"] / "checkpoints"
+    time.sleep(5)  # a few training steps
+    assert not list(checkpoints.glob("ckpt-*"))
+    p = prefect(home, ep, "flow-run", "cancel", flow_run_id)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+    def state():
+        return {r["id"]: r["state_type"] for r in flow_runs(ep)}.get(flow_run_id)
+
+    final = wait_for(
+        lambda: state() in ("CANCELLED", "FAILED", "CRASHED") and state(), 180, "the cancel"
+    )
+    assert final == "CANCELLED"
+    # SIGTERM reached the trainer: it wrote a checkpoint to resume from, and left the run
+    # marked unfinished so the next nightly run continues it
+    assert list(checkpoints.glob("ckpt-*.pt"))
+    assert pointer.exists()
