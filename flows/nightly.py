@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, unmapped
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from aigc_core.paths import Home
-from tasks.content import curate, generate
+from tasks.content import finalize_batch, generate_shard, plan_batch
 from tasks.data import ingest, validate
 from tasks.evaluation import evaluate
 from tasks.registry import promote, register
 from tasks.training import train
 
 
-@flow(name="nightly-retrain")
+@flow(name="nightly-retrain", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def nightly_retrain(
     dataset: str = "digits",
     preset: str = "smoke",
@@ -40,9 +41,17 @@ def nightly_retrain(
     registered = register(trained, metrics, home)
     decision = promote(registered, metrics, family, home)
 
-    # 7-8. content: a batch from the champion, scored and filtered
-    generated = generate(trained["model_name"], n_generate, seed, min_confidence, home)
-    batch = curate(generated, home)
+    # 7-8. content: a batch from the champion, shard by shard, scored and filtered
+    plan = plan_batch(
+        f"{trained['model_name']}@champion",
+        n_generate,
+        None,
+        seed,
+        home,
+        policy={"image": {"min_confidence": min_confidence}},
+    )
+    records = generate_shard.map(unmapped(plan), range(len(plan["shards"])), unmapped(home))
+    batch = finalize_batch(plan, records, home)
 
     return {
         "snapshot_id": snapshot["snapshot_id"],
@@ -58,7 +67,7 @@ def nightly_retrain(
         "evaluator_accuracy": metrics.get("evaluator_accuracy"),
         "metrics": metrics,
         "batch_id": batch["batch_id"],
-        "batch_dir": generated["batch_dir"],
+        "batch_dir": batch["batch_dir"],
         "batch_model_version": batch["model_version"],
         "n_generated": batch["n_generated"],
         "n_kept": batch["n_kept"],

@@ -517,9 +517,12 @@ def plan_batch(
     home: str,
     policy_file: str | None = None,
     prompt_file: str | None = None,
+    policy: dict | None = None,
 ) -> dict:
-    """Resolve the model version, fix shard seeds and the policy, prepare the evaluator."""
-    return make_plan(model_ref, n, shards, seed, home, load_policy(policy_file), prompt_file)
+    """Resolve the model version, fix shard seeds and the policy, prepare the evaluator.
+    `policy` (a dict in the policy file's format) is used instead of `policy_file` when given."""
+    chosen = Policy.from_dict(policy) if policy is not None else load_policy(policy_file)
+    return make_plan(model_ref, n, shards, seed, home, chosen, prompt_file)
 
 
 @task(name="generate-shard", retries=1, retry_delay_seconds=2)
@@ -535,31 +538,3 @@ def finalize_batch(plan: dict, shard_records: list[dict], home: str) -> dict:
     manifest = {**manifest, "batch_dir": plan["batch_dir"]}
     publish_artifacts(manifest)
     return {**manifest, "shards_skipped": sum(bool(r.get("skipped")) for r in shard_records)}
-
-
-@task(name="generate")
-def generate(
-    model_name: str,
-    n: int,
-    seed: int,
-    min_confidence: float,
-    home: str,
-    alias: str = tracking.CHAMPION,
-) -> dict:
-    """Generate a batch from models:/NAME@ALIAS in-process, shard by shard; returns the plan."""
-    policy = Policy.from_dict({"image": {"min_confidence": min_confidence}})
-    plan = make_plan(f"{model_name}@{alias}", n, None, seed, home, policy)
-    for s in plan["shards"]:
-        run_shard(plan, s["index"], home)
-    return plan
-
-
-@task(name="curate")
-def curate(generated: dict, home: str) -> dict:
-    """Score, filter and publish the batch the `generate` task made; returns its manifest."""
-    manifest = {
-        **publish_batch(generated, home, _flow_run_id()),
-        "batch_dir": generated["batch_dir"],
-    }
-    publish_artifacts(manifest)
-    return manifest
