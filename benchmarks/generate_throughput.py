@@ -2,10 +2,12 @@
 
 The model is the seed's DCGAN generator (width 128, 28x28x1) with seeded random weights;
 throughput does not depend on the weights. The project's path is
-`aigc_core.generation.images.generate_images`: inference mode, batches of 512, bf16 autocast and
-channels-last convolutions where the CPU has bf16. The baseline is what the seed did: one
-latent at a time through an fp32 copy of the same generator. Ends with one JSON line
-(DESIGN.md section 5).
+`aigc_core.generation.images.generate_images`: inference mode, batches of 512, the generator's
+inference form (BatchNorm folded, bf16 channels-last weights where the CPU has bf16). The
+baseline is what the seed did: one latent at a time through an fp32 copy of the same generator.
+For context it reports the generator's GFLOP/s (FLOPs counted by torch's FlopCounterMode) next to
+a bf16 (or fp32) 4096x4096 matmul measured in the same run, this CPU's practical peak. Ends with
+one JSON line (DESIGN.md section 5).
 
 usage: python benchmarks/generate_throughput.py [--n 4096] [--baseline-n 128] [--threads T]
 """
@@ -20,6 +22,7 @@ import os
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from aigc_core.generation.images import generate_images
 from aigc_core.models.dcgan import DCGANConfig, Generator
@@ -37,6 +40,12 @@ def best_rate(fn, n: int, repeats: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return n / best
+
+
+def matmul_gflops(dtype: torch.dtype, size: int = 4096, repeats: int = 4) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    return 2 * size**3 / 1e9 * best_rate(lambda: a @ b, 1, repeats)
 
 
 def main() -> None:
@@ -71,6 +80,11 @@ def main() -> None:
     log.info("batched (bf16=%s): %.1f images/s", cpu_has_bf16(), value)
     fp32 = best_rate(lambda: batched(False), a.n, max(1, a.repeats - 1))
     log.info("batched fp32: %.1f images/s", fp32)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        g(torch.randn(1, g.cfg.z_dim))
+    gflop_per_image = fc.get_total_flops() / 1e9
+    peak = matmul_gflops(torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    log.info("generator %.3f GFLOP/image; matmul peak %.0f GFLOP/s", gflop_per_image, peak)
     print(
         json.dumps(
             {
@@ -82,6 +96,9 @@ def main() -> None:
                 "target": TARGET,
                 "meets_target": value >= TARGET,
                 "batched_fp32": round(fp32, 1),
+                "gflop_per_image": round(gflop_per_image, 3),
+                "gflops": round(value * gflop_per_image, 1),
+                "matmul_peak_gflops": round(peak, 1),
                 "bf16": cpu_has_bf16(),
                 "batch_size": a.batch_size,
                 "n": a.n,

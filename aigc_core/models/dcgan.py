@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,66 @@ class Generator(nn.Module):
         out = (self(z).float() + 1) / 2
         self.train(was_training)
         return out
+
+    def for_inference(self, dtype: torch.dtype = torch.float32) -> InferenceGenerator:
+        """The same function in eval mode, rearranged for fast batched inference."""
+        return InferenceGenerator(self, dtype)
+
+
+def _fold_bn(weight: torch.Tensor, bn: nn.BatchNorm1d | nn.BatchNorm2d, out_dim: int):
+    """(weight, bias) of a bias-free layer followed by eval-mode BatchNorm, as one layer;
+    out_dim is the weight's output-channel dimension."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C,)
+    shape = [1] * weight.ndim
+    shape[out_dim] = -1
+    return weight * scale.view(shape), bn.bias - bn.running_mean * scale
+
+
+class InferenceGenerator(nn.Module):
+    """A trained Generator rearranged for inference; equal to `Generator.eval()` up to
+    floating-point rounding (tests/unit/test_dcgan.py).
+
+    - each BatchNorm (running statistics) is folded into the layer before it, so a block is one
+      transposed convolution with bias followed by an in-place LeakyReLU;
+    - the weights are stored once in `dtype` (bf16 on CPUs with AVX-512 BF16) and channels-last,
+      instead of being cast on every call by autocast;
+    - the last 5x5 convolution to C channels, which oneDNN runs slowly with so few output
+      channels, becomes a 1x1 convolution to C*25 per-tap partial sums plus `fold` (col2im),
+      which adds the shifted taps: the same products and sums in a faster layout (about 7x
+      faster for C=1, batch 512, on the project's CPU).
+    """
+
+    def __init__(self, g: Generator, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.cfg, self.dtype = g.cfg, dtype
+        net = g.net
+        w, b = _fold_bn(net[0].weight, net[1], out_dim=0)
+        self.linear = (w.to(dtype), b.to(dtype))  # (s*s*W, z), (s*s*W,)
+        self.blocks = []  # (weight (W_in, W_out, 5, 5), bias, stride, output_padding)
+        for i in (4, 7, 10):
+            ct: nn.ConvTranspose2d = net[i]
+            w, b = _fold_bn(ct.weight, net[i + 1], out_dim=1)
+            w = w.to(dtype).contiguous(memory_format=torch.channels_last)
+            self.blocks.append((w, b.to(dtype), ct.stride, ct.output_padding))
+        last: nn.Conv2d = net[13]  # (C, W, 5, 5), padding 2
+        self.k = last.kernel_size[0]
+        # fold adds column (c, i, j) at offset (i, j) - pad: the flipped kernel's taps
+        taps = last.weight.flip(-1, -2).permute(0, 2, 3, 1).reshape(-1, last.in_channels)
+        self.taps = taps.to(dtype)[:, :, None, None].contiguous(memory_format=torch.channels_last)
+        self.requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, z) -> (B, C, H, W) float32 in [-1, 1]."""
+        s, width = self.cfg.image_size // 4, self.cfg.g_width
+        x = F.leaky_relu_(F.linear(z.to(self.dtype), *self.linear), 0.2)
+        x = x.view(-1, width, s, s).contiguous(memory_format=torch.channels_last)
+        for w, b, stride, out_pad in self.blocks:
+            x = F.leaky_relu_(F.conv_transpose2d(x, w, b, stride, 2, out_pad), 0.2)
+        n, _, h, wd = x.shape
+        cols = F.conv2d(x, self.taps).float().reshape(n, -1, h * wd)  # (B, C*k*k, H*W)
+        y = F.fold(cols, (h, wd), self.k, padding=self.k // 2)  # (B, C, H, W)
+        return torch.tanh_(y)
 
 
 class Discriminator(nn.Module):

@@ -32,6 +32,30 @@ def test_seed_architecture_matches_the_spec():
     assert isinstance(d.net[-1], torch.nn.Linear) and d.net[-1].out_features == 1
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_inference_form_equals_the_generator_in_eval_mode(channels):
+    cfg = DCGANConfig(g_width=8, channels=channels)
+    torch.manual_seed(0)
+    g = Generator(cfg)
+    with torch.no_grad():  # BatchNorm statistics and affine parameters far from the identity
+        g.train()(torch.randn(64, cfg.z_dim) * 3)
+        for m in g.modules():
+            if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.5, 0.5)
+    g.eval()
+    z = torch.randn(16, cfg.z_dim)
+    with torch.no_grad():
+        want = g(z)
+        got = g.for_inference(torch.float32)(z)
+        got_bf16 = g.for_inference(torch.bfloat16)(z)
+    assert got.shape == want.shape == (16, channels, 28, 28)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert got_bf16.dtype == torch.float32
+    assert (got_bf16 - want).abs().max() < 0.1  # bf16 rounding, not a different function
+    assert g.net[1].training is False and g.net[4].weight.requires_grad  # g itself untouched
+
+
 def test_one_training_step_updates_both_networks():
     cfg = GANTrainConfig(batch_size=8, lr=1e-3)
     gan = build_gan(TINY, cfg, torch.device("cpu"))
