@@ -10,6 +10,7 @@ a bf16 (or fp32) 4096x4096 matmul measured in the same run, this CPU's practical
 one JSON line (DESIGN.md section 5).
 
 usage: python benchmarks/generate_throughput.py [--n 4096] [--baseline-n 128] [--threads T]
+       [--device cpu|cuda|auto]
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import os
 import time
 
 import torch
+from common import matmul_peak_gflops, sync
 from torch.utils.flop_counter import FlopCounterMode
 
 from aigc_core.generation.images import generate_images
 from aigc_core.models.dcgan import DCGANConfig, Generator
-from aigc_core.training.device import cpu_has_bf16
+from aigc_core.training.device import bf16_supported, pick_device
 
 log = logging.getLogger("benchmarks.generate_throughput")
 TARGET = 1500.0  # images/s on the project's 2-core AVX-512 BF16 CPU (issue 6)
@@ -42,12 +44,6 @@ def best_rate(fn, n: int, repeats: int) -> float:
     return n / best
 
 
-def matmul_gflops(dtype: torch.dtype, size: int = 4096, repeats: int = 4) -> float:
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    return 2 * size**3 / 1e9 * best_rate(lambda: a @ b, 1, repeats)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=4096, help="images per batched run")
@@ -55,19 +51,23 @@ def main() -> None:
     p.add_argument("--baseline-n", type=int, default=128, help="images per one-at-a-time run")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu (the issue's target), cuda, or auto")
     a = p.parse_args()
+    device = pick_device(a.device)
+    bf16 = bf16_supported(device)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    g = Generator(DCGANConfig(g_width=128)).eval()
+    g = Generator(DCGANConfig(g_width=128)).eval().to(device)
     naive = copy.deepcopy(g)  # contiguous fp32, as the seed ran it
 
     def one_at_a_time() -> None:
         z = torch.randn(a.baseline_n, g.cfg.z_dim, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             for i in range(a.baseline_n):
-                naive(z[i : i + 1])
+                naive(z[i : i + 1].to(device))
+        sync(device)
 
     def batched(bf16: bool) -> None:
         generate_images(g, a.n, seed=1, batch_size=a.batch_size, bf16=bf16)
@@ -77,18 +77,18 @@ def main() -> None:
     baseline = best_rate(one_at_a_time, a.baseline_n, a.repeats)
     log.info("one at a time, fp32: %.1f images/s", baseline)
     value = best_rate(lambda: batched(True), a.n, a.repeats)
-    log.info("batched (bf16=%s): %.1f images/s", cpu_has_bf16(), value)
+    log.info("batched (bf16=%s): %.1f images/s", bf16, value)
     fp32 = best_rate(lambda: batched(False), a.n, max(1, a.repeats - 1))
     log.info("batched fp32: %.1f images/s", fp32)
     with FlopCounterMode(display=False) as fc, torch.no_grad():
-        g(torch.randn(1, g.cfg.z_dim))
+        g(torch.randn(1, g.cfg.z_dim, device=device))
     gflop_per_image = fc.get_total_flops() / 1e9
-    peak = matmul_gflops(torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    peak = matmul_peak_gflops(device, torch.bfloat16 if bf16 else torch.float32)
     log.info("generator %.3f GFLOP/image; matmul peak %.0f GFLOP/s", gflop_per_image, peak)
     print(
         json.dumps(
             {
-                "benchmark": "generate_dcgan_cpu",
+                "benchmark": f"generate_dcgan_{device.type}",
                 "unit": "images/s",
                 "value": round(value, 1),
                 "baseline": round(baseline, 1),
@@ -99,7 +99,8 @@ def main() -> None:
                 "gflop_per_image": round(gflop_per_image, 3),
                 "gflops": round(value * gflop_per_image, 1),
                 "matmul_peak_gflops": round(peak, 1),
-                "bf16": cpu_has_bf16(),
+                "bf16": bf16,
+                "device": str(device),
                 "batch_size": a.batch_size,
                 "n": a.n,
                 "threads": torch.get_num_threads(),

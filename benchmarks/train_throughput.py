@@ -1,21 +1,25 @@
 """Training throughput: the project's DCGAN step against a naive PyTorch port of the seed's loop.
 
 Both run the seed's exact DCGAN (generator widths 128, discriminator 64/128, 28x28x1, z 100) at
-batch 128 on this machine's CPU, in this process, alternating rounds so that load from other
-processes hits both sides alike. The baseline is our own copy of the naive port (as in
-shared/bench/seed_torch_dcgan.py): fp32, the seed's order (G predicts fakes without grad, D
-trains on real then fake in two updates, G trains on fresh noise through a D that still
-accumulates weight gradients), a `.item()` host sync after every update. The project's path is
-aigc_core.training.gan.GANJob: bf16 autocast where the CPU supports it, channels_last, fused
-Adam, one G forward per step, D on real and fake in one forward, no host sync inside the loop.
+batch 128 on this machine's CPU (or `--device cuda`), in this process, alternating rounds so
+that load from other processes hits both sides alike. The baseline is our own copy of the
+naive port (as in shared/bench/seed_torch_dcgan.py): fp32, the seed's order (G predicts fakes
+without grad, D trains on real then fake in two updates, G trains on fresh noise through a D
+that still accumulates weight gradients), a `.item()` host sync after every update. The
+project's path is aigc_core.training.gan.GANJob: bf16 autocast where the CPU supports it,
+channels_last, fused Adam, one G forward per step, D on real and fake in one forward, no host
+sync inside the loop, the generator's 1-channel output convolution by taps and the
+discriminator's dropout masks from 16-bit draws (aigc_core/models/dcgan.py).
 
 images/s counts real images seen by D per second on both sides. GFLOP/s uses the FLOPs that
 torch's FlopCounterMode counts for one step of each side (convolutions and matmuls, forward
-and backward). It then reports samples/s for every family at its cpu preset (images for the
-image models, characters for the language models).
+and backward). For context, `ratio_ceiling` is the ratio this step would reach running every
+FLOP at the speed of a large bf16 (or fp32) matmul measured in the same run. It then reports
+samples/s for every family at its cpu preset (images for the image models, characters for the
+language models).
 
 Ends with one JSON line (DESIGN.md section 5).
-usage: python benchmarks/train_throughput.py [--steps N] [--rounds R] [--quick]
+usage: python benchmarks/train_throughput.py [--steps N] [--rounds R] [--quick] [--device D]
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ import time
 
 import numpy as np
 import torch
+from common import matmul_peak_gflops
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from aigc_core.models.dcgan import DCGANConfig
 from aigc_core.training import engine
-from aigc_core.training.device import bf16_supported
+from aigc_core.training.device import bf16_supported, pick_device
 from aigc_core.training.gan import GANJob, GANTrainConfig
 
 BATCH = 128
@@ -73,22 +78,24 @@ def seed_discriminator():
 
 
 class NaiveSeedLoop:
-    def __init__(self, x_train: np.ndarray, batch: int = BATCH):
+    def __init__(self, x_train: np.ndarray, batch: int = BATCH, device=torch.device("cpu")):
         torch.manual_seed(0)
         self.rng = np.random.default_rng(0)
-        self.x, self.b = x_train, batch
-        self.G, self.D = seed_generator(), seed_discriminator()
+        self.x, self.b, self.dev = x_train, batch, device
+        self.G, self.D = seed_generator().to(device), seed_discriminator().to(device)
         self.og = torch.optim.Adam(self.G.parameters(), 1e-4)
         self.od = torch.optim.Adam(self.D.parameters(), 1e-4)
         self.bce = nn.BCEWithLogitsLoss()
-        self.ones, self.zeros = torch.ones(batch, 1), torch.zeros(batch, 1)
+        self.ones = torch.ones(batch, 1, device=device)
+        self.zeros = torch.zeros(batch, 1, device=device)
 
     def step(self) -> None:
         with torch.no_grad():
             self.G.eval()
-            fake = self.G(torch.randn(self.b, 100))
+            fake = self.G(torch.randn(self.b, 100, device=self.dev))
             self.G.train()
-        real = torch.from_numpy(self.x[self.rng.integers(0, len(self.x), self.b)])
+        idx = self.rng.integers(0, len(self.x), self.b)
+        real = torch.from_numpy(self.x[idx]).to(self.dev)
         for imgs, lab in ((real, self.ones), (fake, self.zeros)):
             self.od.zero_grad()
             loss = self.bce(self.D(imgs), lab)
@@ -96,7 +103,7 @@ class NaiveSeedLoop:
             self.od.step()
             loss.item()
         self.og.zero_grad()
-        g_loss = self.bce(self.D(self.G(torch.randn(self.b, 100))), self.ones)
+        g_loss = self.bce(self.D(self.G(torch.randn(self.b, 100, device=self.dev))), self.ones)
         g_loss.backward()
         self.og.step()
         g_loss.item()
@@ -107,9 +114,9 @@ class NaiveSeedLoop:
 
 # --- the project's path -----------------------------------------------------------------------
 class ProjectLoop:
-    def __init__(self, images01: torch.Tensor, batch: int = BATCH):
+    def __init__(self, images01: torch.Tensor, batch: int = BATCH, device=torch.device("cpu")):
         cfg = GANTrainConfig(batch_size=batch, lr=1e-4)
-        self.job = GANJob(images01, DCGANConfig(), cfg, torch.device("cpu"))
+        self.job = GANJob(images01, DCGANConfig(), cfg, device)
         self.n, self.last = 0, None
 
     def step(self) -> None:
@@ -137,9 +144,10 @@ def time_steps(loop, steps: int) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def family_samples_per_s(family: str, steps: int) -> float:
-    """samples/s of `family` at its cpu preset on synthetic data (after 2 warm-up steps)."""
-    model_cfg, train_cfg = engine.preset(family, "cpu")
+def family_samples_per_s(family: str, steps: int, device: torch.device) -> float:
+    """samples/s of `family` at its cpu (or, on CUDA, gpu) preset on synthetic data (after 2
+    warm-up steps)."""
+    model_cfg, train_cfg = engine.preset(family, "gpu" if device.type == "cuda" else "cpu")
     g = torch.Generator().manual_seed(0)
     if family in engine.IMAGE_FAMILIES:
         data = engine.TrainData(images=torch.rand(2048, 1, 28, 28, generator=g))
@@ -150,7 +158,7 @@ def family_samples_per_s(family: str, steps: int) -> float:
         vocab, _, _ = engine.lm.prepare_text(text)
         model_cfg = engine.lm.with_vocab(model_cfg, vocab)
         data = engine.TrainData(text=text)
-    job = engine.build_job(family, model_cfg, train_cfg, data, torch.device("cpu"))
+    job = engine.build_job(family, model_cfg, train_cfg, data, device)
     for s in (1, 2):
         job.train_step(s)
     t = time.perf_counter()
@@ -166,13 +174,15 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--family-steps", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="1 round of 2 steps (a smoke check)")
+    p.add_argument("--device", default="cpu", help="cpu (the issue's target), cuda, or auto")
     a = p.parse_args()
+    device = pick_device(a.device)
     if a.quick:
         a.steps, a.rounds, a.family_steps = 2, 1, 3
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, size=(10_000, 1, 28, 28)).astype("float32")
-    base = NaiveSeedLoop(x)
-    ours = ProjectLoop(torch.from_numpy((x + 1) / 2))
+    base = NaiveSeedLoop(x, device=device)
+    ours = ProjectLoop(torch.from_numpy((x + 1) / 2), device=device)
     flops_base, flops_ours = step_flops(base), step_flops(ours)
     for loop in (base, ours):  # warm-up (allocator, oneDNN primitive caches)
         time_steps(loop, 2)
@@ -181,25 +191,30 @@ def main() -> None:
         t_base.append(time_steps(base, a.steps))
         t_ours.append(time_steps(ours, a.steps))
     sb, so = statistics.median(t_base), statistics.median(t_ours)
+    peak = matmul_peak_gflops(device, torch.bfloat16 if bf16_supported(device) else torch.float32)
     result = {
-        "benchmark": "train_dcgan_cpu",
+        "benchmark": f"train_dcgan_{device.type}",
         "unit": "images/s",
         "value": round(BATCH / so, 1),
         "baseline": round(BATCH / sb, 1),
         "ratio": round(sb / so, 2),
         "batch": BATCH,
         "threads": torch.get_num_threads(),
-        "bf16": bf16_supported(torch.device("cpu")),
+        "bf16": bf16_supported(device),
+        "device": str(device),
         "gflop_per_step": round(flops_ours / 1e9, 2),
         "gflop_per_step_baseline": round(flops_base / 1e9, 2),
         "gflops": round(flops_ours / so / 1e9, 1),
         "gflops_baseline": round(flops_base / sb / 1e9, 1),
+        "matmul_peak_gflops": round(peak, 1),
+        "ratio_ceiling": round(peak * 1e9 / flops_ours * sb, 2),
         "rounds": a.rounds,
         "steps_per_round": a.steps,
     }
     for family in engine.FAMILIES:
-        result[f"{family}_cpu_samples_per_s"] = round(
-            family_samples_per_s(family, a.family_steps), 1
+        preset_name = "gpu" if device.type == "cuda" else "cpu"
+        result[f"{family}_{preset_name}_samples_per_s"] = round(
+            family_samples_per_s(family, a.family_steps, device), 1
         )
     print(json.dumps(result))
 

@@ -61,7 +61,7 @@ class Generator(nn.Module):
             *_up_block(w, w, 1, cfg.bn_momentum),  # (B, W, 7, 7)
             *_up_block(w, w, 2, cfg.bn_momentum),  # (B, W, 14, 14)
             *_up_block(w, w, 2, cfg.bn_momentum),  # (B, W, 28, 28)
-            nn.Conv2d(w, cfg.channels, 5, 1, 2, bias=False),  # (B, C, 28, 28)
+            TapConv2d(w, cfg.channels, 5, 1, 2, bias=False),  # (B, C, 28, 28)
             nn.Tanh(),
         )
 
@@ -84,6 +84,53 @@ class Generator(nn.Module):
         return InferenceGenerator(self, dtype)
 
 
+def _conv_by_taps(x: torch.Tensor, taps: torch.Tensor, k: int) -> torch.Tensor:
+    """A stride-1 "same" k x k convolution of x (B, W, H, W') given its per-tap weights
+    (C*k*k, W, 1, 1) from `_taps`: a 1x1 convolution to the taps' partial sums, then `fold`
+    (col2im) adds each tap's sums at its offset. Returns float32 (B, C, H, W')."""
+    n, _, h, w = x.shape
+    cols = F.conv2d(x, taps).to(torch.float32, memory_format=torch.contiguous_format)
+    return F.fold(cols.view(n, -1, h * w), (h, w), k, padding=k // 2)
+
+
+def _taps(weight: torch.Tensor) -> torch.Tensor:
+    """(C, W, k, k) conv weights -> (C*k*k, W, 1, 1), in fold's column order (c, i, j); fold
+    adds column (i, j) at offset (i, j) - k//2, the flipped kernel's tap."""
+    return weight.flip(-1, -2).permute(0, 2, 3, 1).reshape(-1, weight.shape[1])[:, :, None, None]
+
+
+class TapConv2d(nn.Conv2d):
+    """nn.Conv2d (stride 1, "same" padding) to few output channels, computed by taps.
+
+    oneDNN's kernels are slow with 1 to 3 output channels; as a 1x1 convolution to C*k*k
+    partial sums plus `fold`, the same products and sums take about half the time forward and
+    backward (C=1, W=128, batch 128, bf16, on the project's CPU). Same parameters, same state
+    dict, same function as nn.Conv2d (tests/unit/test_dcgan.py). Elsewhere than on the CPU it
+    is nn.Conv2d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return super().forward(x)
+        taps = _taps(self.weight).contiguous(memory_format=torch.channels_last)
+        return _conv_by_taps(x, taps, self.kernel_size[0]).to(x.dtype)
+
+
+class Dropout16(nn.Dropout):
+    """nn.Dropout whose mask on the CPU comes from 16-bit random integers: `bernoulli_`, which
+    nn.Dropout uses, took 13% of a DCGAN training step on the project's CPU, 16-bit draws a
+    quarter of that. An element is dropped with probability round(p * 2**15) / 2**15 (0.3 ->
+    0.29999). Same as nn.Dropout elsewhere and in eval mode."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        bits = torch.empty_like(x, dtype=torch.int16).random_()  # uniform in [0, 2**15)
+        keep = bits >= round(self.p * 2**15)
+        scale = torch.where(keep, 1 / (1 - self.p), 0.0).to(x.dtype)
+        return x * scale
+
+
 def _fold_bn(weight: torch.Tensor, bn: nn.BatchNorm1d | nn.BatchNorm2d, out_dim: int):
     """(weight, bias) of a bias-free layer followed by eval-mode BatchNorm, as one layer;
     out_dim is the weight's output-channel dimension."""
@@ -101,10 +148,8 @@ class InferenceGenerator(nn.Module):
       transposed convolution with bias followed by an in-place LeakyReLU;
     - the weights are stored once in `dtype` (bf16 on CPUs with AVX-512 BF16) and channels-last,
       instead of being cast on every call by autocast;
-    - the last 5x5 convolution to C channels, which oneDNN runs slowly with so few output
-      channels, becomes a 1x1 convolution to C*25 per-tap partial sums plus `fold` (col2im),
-      which adds the shifted taps: the same products and sums in a faster layout (about 7x
-      faster for C=1, batch 512, on the project's CPU).
+    - the last 5x5 convolution to C channels runs by taps, as in TapConv2d, with the taps
+      computed once (on every device: it is the slow case for oneDNN, and fine elsewhere).
     """
 
     def __init__(self, g: Generator, dtype: torch.dtype = torch.float32):
@@ -121,9 +166,7 @@ class InferenceGenerator(nn.Module):
             self.blocks.append((w, b.to(dtype), ct.stride, ct.output_padding))
         last: nn.Conv2d = net[13]  # (C, W, 5, 5), padding 2
         self.k = last.kernel_size[0]
-        # fold adds column (c, i, j) at offset (i, j) - pad: the flipped kernel's taps
-        taps = last.weight.flip(-1, -2).permute(0, 2, 3, 1).reshape(-1, last.in_channels)
-        self.taps = taps.to(dtype)[:, :, None, None].contiguous(memory_format=torch.channels_last)
+        self.taps = _taps(last.weight).to(dtype).contiguous(memory_format=torch.channels_last)
         self.requires_grad_(False)
 
     @torch.no_grad()
@@ -134,10 +177,7 @@ class InferenceGenerator(nn.Module):
         x = x.view(-1, width, s, s).contiguous(memory_format=torch.channels_last)
         for w, b, stride, out_pad in self.blocks:
             x = F.leaky_relu_(F.conv_transpose2d(x, w, b, stride, 2, out_pad), 0.2)
-        n, _, h, wd = x.shape
-        cols = F.conv2d(x, self.taps).float().reshape(n, -1, h * wd)  # (B, C*k*k, H*W)
-        y = F.fold(cols, (h, wd), self.k, padding=self.k // 2)  # (B, C, H, W)
-        return torch.tanh_(y)
+        return torch.tanh_(_conv_by_taps(x, self.taps, self.k))
 
 
 class Discriminator(nn.Module):
@@ -147,10 +187,10 @@ class Discriminator(nn.Module):
         self.net = nn.Sequential(
             nn.Conv2d(cfg.channels, w, 5, 2, 2),  # (B, W, 14, 14)
             nn.LeakyReLU(0.2),
-            nn.Dropout(cfg.dropout),
+            Dropout16(cfg.dropout),
             nn.Conv2d(w, 2 * w, 5, 2, 2),  # (B, 2W, 7, 7)
             nn.LeakyReLU(0.2),
-            nn.Dropout(cfg.dropout),
+            Dropout16(cfg.dropout),
             nn.Flatten(),
             nn.Linear(2 * w * s * s, 1),  # (B, 1) logit
         )

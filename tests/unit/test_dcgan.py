@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from aigc_core.models.dcgan import DCGANConfig, Discriminator, Generator
+from aigc_core.models.dcgan import DCGANConfig, Discriminator, Dropout16, Generator, TapConv2d
 from aigc_core.training.gan import GANTrainConfig, build_gan, preset, train_gan, train_step
 
 TINY = DCGANConfig(g_width=8, d_width=4)
@@ -30,6 +30,38 @@ def test_seed_architecture_matches_the_spec():
     d_convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(m.out_channels, m.stride) for m in d_convs] == [(64, (2, 2)), (128, (2, 2))]
     assert isinstance(d.net[-1], torch.nn.Linear) and d.net[-1].out_features == 1
+
+
+@pytest.mark.parametrize("c_out", [1, 3])
+def test_tap_conv_is_conv2d_forward_and_backward(c_out):
+    torch.manual_seed(0)
+    tap = TapConv2d(6, c_out, 5, 1, 2, bias=False)
+    ref = torch.nn.Conv2d(6, c_out, 5, 1, 2, bias=False)
+    ref.load_state_dict(tap.state_dict())  # same parameters, same state dict
+    x = torch.randn(4, 6, 12, 12, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    y, y_ref = tap(x), ref(x2)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-4)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y_ref.backward(g)
+    torch.testing.assert_close(x.grad, x2.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(tap.weight.grad, ref.weight.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_dropout16_drops_p_and_keeps_the_mean():
+    torch.manual_seed(0)
+    d = Dropout16(0.3)
+    x = torch.ones(200_000)
+    y = d(x)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.005
+    assert torch.unique(y).tolist() == pytest.approx([0.0, 1 / 0.7])
+    assert abs(y.mean().item() - 1.0) < 0.01  # inverted dropout: expectation unchanged
+    assert torch.equal(d.eval()(x), x)  # eval mode: identity
+    xg = torch.ones(1000, requires_grad=True)
+    out = Dropout16(0.3)(xg)
+    out.sum().backward()
+    assert torch.equal(xg.grad, out.detach())  # gradient through the same mask
 
 
 @pytest.mark.parametrize("channels", [1, 3])
