@@ -13,6 +13,7 @@ Token + position embedding -> Dropout -> L x [x + Attn(LN(x)); x + MLP(LN(x))] -
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 Picker = Callable[[torch.Tensor], torch.Tensor]  # logits (B, V) -> token ids (B, 1)
 
@@ -58,10 +60,14 @@ class CausalSelfAttention(nn.Module):
         b, t, c = x.shape  # (B, T, C)
         q, k, v = self.qkv(x).split(c, dim=2)  # 3 x (B, T, C)
         q, k, v = (y.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for y in (q, k, v))
-        # softmax(q k^T / sqrt(d)) v with a causal mask, (B, nh, T, hd)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )
+        # softmax(q k^T / sqrt(d)) v with a causal mask, (B, nh, T, hd). On the CPU, at these
+        # context lengths, the plain (math) kernel trains 25% faster than the flash one
+        # (transformer cpu preset, one thread: 7.5 vs 6.0 steps/s).
+        cpu = x.device.type == "cpu"
+        with sdpa_kernel(SDPBackend.MATH) if cpu else contextlib.nullcontext():
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            )
         y = y.transpose(1, 2).contiguous().view(b, t, c)  # (B, T, C)
         return self.resid_drop(self.proj(y))
 
