@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from aigc.cli import _fail, app, err, open_home, out, progress_bars
+
+SAMPLING_FLAGS = {
+    "max_new_tokens": "--max-new-tokens",
+    "temperature": "--temperature",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "stop": "--stop",
+}
 
 
 @app.command()
@@ -30,7 +39,30 @@ def generate(
         None, "--policy", help="Curation policy file (YAML or JSON) (default: built-in)."
     ),
     prompt_file: Path = typer.Option(
-        None, "--prompt-file", help="Prompts, one per line (text models only)."
+        None,
+        "--prompt-file",
+        help="Text models: UTF-8 prompts, one per line (blank lines skipped); item i continues "
+        "prompt i mod P. Without it, each item starts a new document.",
+    ),
+    temperature: float = typer.Option(
+        None, "--temperature", help="Text models: sampling temperature >= 0; 0 is greedy (1.0)."
+    ),
+    top_k: int = typer.Option(
+        None, "--top-k", help="Text models: sample among the K most likely tokens (all)."
+    ),
+    top_p: float = typer.Option(
+        None, "--top-p", help="Text models: nucleus sampling, P in (0, 1] (1, off)."
+    ),
+    max_new_tokens: int = typer.Option(
+        None,
+        "--max-new-tokens",
+        help="Text models: maximum length of an item in tokens (characters here) (200).",
+    ),
+    stop: list[str] = typer.Option(
+        None,
+        "--stop",
+        help="Text models: end an item before this string; repeatable; \\n and \\t are "
+        "newline and tab.",
     ),
     dask_address: str = typer.Option(
         None, "--dask-address", help="Run shards on this Dask scheduler (tcp://host:port)."
@@ -53,13 +85,27 @@ def generate(
     for label, path in (("--policy", policy), ("--prompt-file", prompt_file)):
         if path is not None and not path.is_file():
             raise _fail(f"{label} {path}: no such file", 2)
+    stops = [_unescape(s) for s in stop or []]
     h = open_home(home, verbose)
     from aigc_core.curation.policy import PolicyError, load_policy
+    from aigc_core.generation.text import (
+        PromptFileError,
+        TextSampling,
+        load_prompts,
+        sampling_options,
+    )
 
-    try:
-        load_policy(policy)  # fail before starting anything
-    except PolicyError as e:
+    sampling = sampling_options(temperature, top_k, top_p, max_new_tokens, stops)
+    try:  # fail before starting anything
+        load_policy(policy)
+        TextSampling(**sampling)
+        if prompt_file is not None:
+            load_prompts(prompt_file)
+    except (PolicyError, PromptFileError) as e:
         raise _fail(str(e), 2) from None
+    except ValueError as e:  # TextSampling's messages start with the field's name
+        flag = SAMPLING_FLAGS.get(str(e).split()[0], "sampling options")
+        raise _fail(f"{flag}: {e}", 2) from None
 
     with err.status("starting Prefect and MLflow...", spinner="dots"):
         from flows.batch_generate import run_batch_generate
@@ -76,9 +122,14 @@ def generate(
                 home=str(h.root),
                 dask_address=dask_address,
                 dask_local=dask_local,
+                **sampling,
             )
     except LookupError as e:
         raise _fail(str(e.args[0] if e.args else e)) from None
+    except ValueError as e:  # the request does not fit the model (prompts, options, kind)
+        if verbose:
+            err.print_exception()
+        raise _fail(str(e), 2) from None
     except Exception as e:  # the CLI owns the console: one clear line, details with -v
         if verbose:
             err.print_exception()
@@ -90,6 +141,7 @@ def generate(
         for k in (
             "batch_id",
             "batch_dir",
+            "kind",
             "model_name",
             "model_version",
             "run_id",
@@ -112,3 +164,8 @@ def generate(
         table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
     out.print(table)
     out.print(f"review report: {result['report']}")
+
+
+def _unescape(value: str) -> str:
+    """`\\n`, `\\t` and `\\\\` in a command-line string as newline, tab and backslash."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t"}.get(m[1], "\\"), value)

@@ -2,8 +2,9 @@
 
 Images (contact sheets and item thumbnails) are inlined as data: URIs, so the file can be mailed
 or opened from disk. Two tabs (pure CSS radio buttons) show kept and rejected items: first a
-contact sheet, then one card per item with its scores and all of its rejection reasons. The kept
-tab opens first, or the rejected one when nothing was kept.
+contact sheet (image batches), then one card per item with its scores and all of its rejection
+reasons: a thumbnail for an image, the prompt (highlighted) and the generated text for a text.
+The kept tab opens first, or the rejected one when nothing was kept.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class ReportItem:
     reasons: list[str] = field(default_factory=list)
     scores: dict[str, object] = field(default_factory=dict)
     png: bytes | None = None  # image items
-    text: str | None = None  # text items
+    text: str | None = None  # text items: the generated text
+    prompt: str | None = None  # text items: what the text continues (shown in bold before it)
 
 
 _CSS = """
@@ -49,6 +51,7 @@ img.sheet{image-rendering:pixelated;max-width:100%;border:1px solid #ddd}
 .card img{width:84px;height:84px;image-rendering:pixelated;display:block;margin:0 auto 4px}
 .card pre{white-space:pre-wrap;font-size:12px;margin:0 0 4px;max-height:160px;overflow:auto}
 .card .id{color:#888;word-break:break-all}
+.card pre b.prompt{color:#555;background:#eef}
 .reason{display:inline-block;background:#fde2e2;color:#a11;border-radius:3px;padding:0 4px;
   margin:1px}
 .note{color:#666}
@@ -71,7 +74,8 @@ def _card(item: ReportItem) -> str:
     if item.png is not None:
         body.append(f'<img alt="{esc(item.id)}" src="{_data_uri(item.png)}">')
     if item.text is not None:
-        body.append(f"<pre>{esc(item.text)}</pre>")
+        prompt = f'<b class="prompt">{esc(item.prompt)}</b>' if item.prompt else ""
+        body.append(f"<pre>{prompt}{esc(item.text)}</pre>")
     body.append(f'<div class="id">{esc(item.id)}</div>')
     body.append(
         "<div>" + " · ".join(f"{esc(k)} {esc(_fmt(v))}" for k, v in item.scores.items()) + "</div>"

@@ -1,5 +1,9 @@
 """The on-demand path: a curated content batch from a registered model, shard by shard.
 
+Image models (dcgan, vae) draw images; text models (charlstm, transformer) continue the prompts
+of `prompt_file` (one per line; none: new documents) under the sampling options (temperature,
+top_k, top_p, max_new_tokens, stop), which image models refuse.
+
 Shards are mapped as Prefect tasks. In-process they run one after another (torch already uses
 every core); with a Dask scheduler address, or a local Dask cluster of N worker processes, they
 run there through prefect-dask. The plan fixes every shard's seed first, so where shards run
@@ -11,6 +15,7 @@ from __future__ import annotations
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from aigc_core.generation.text import sampling_options
 from aigc_core.paths import Home
 from tasks.content import finalize_batch, generate_shard, plan_batch
 
@@ -24,14 +29,24 @@ def batch_generate(
     policy_file: str | None = None,
     prompt_file: str | None = None,
     home: str | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    max_new_tokens: int | None = None,
+    stop: list[str] | None = None,
 ) -> dict:
+    """Sampling options left None take the text defaults (aigc_core.generation.text)."""
     home = str(Home.resolve(home).root)
+    sampling = sampling_options(temperature, top_k, top_p, max_new_tokens, stop)
 
-    # 1. plan: the model version, per-shard seeds, the policy; the evaluator made ready once
-    plan = plan_batch(model, n, shards, seed, home, policy_file, prompt_file)
+    # 1. plan: the model version, per-shard seeds, the policy; the evaluator (images) made
+    #    ready once, or the prompts and sampling options (text) checked against the model
+    plan = plan_batch(model, n, shards, seed, home, policy_file, prompt_file, sampling=sampling)
 
-    # 2. shards: generate, score and write one Parquet part each (finished shards are skipped)
-    records = generate_shard.map(unmapped(plan), range(len(plan["shards"])), unmapped(home))
+    # 2. shards: generate, score and write one Parquet part each (finished shards are skipped);
+    #    .result() raises a failed shard's error instead of the flow returning nothing
+    futures = generate_shard.map(unmapped(plan), range(len(plan["shards"])), unmapped(home))
+    records = futures.result()
 
     # 3. the batch: decisions across shards, atomic publication, MLflow run, artifacts
     return finalize_batch(plan, records, home)
@@ -70,6 +85,11 @@ def run_batch_generate(
     home: str | None = None,
     dask_address: str | None = None,
     dask_local: int | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    max_new_tokens: int | None = None,
+    stop: list[str] | None = None,
 ) -> dict:
     """Run the flow with the task runner the Dask options ask for."""
     runner = task_runner(dask_address, dask_local)
@@ -81,4 +101,9 @@ def run_batch_generate(
         policy_file=policy_file,
         prompt_file=prompt_file,
         home=home,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        stop=stop,
     )

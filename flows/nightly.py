@@ -25,8 +25,11 @@ def nightly_retrain(
     init_from: str | None = None,
     home: str | None = None,
 ) -> dict:
-    """path: files of a user dataset (else the built-in `dataset`); init_from: warm start, e.g.
-    models:/aigc-dcgan-digits@champion for nightly fine-tuning."""
+    """family: dcgan or vae (images), charlstm or transformer (text, e.g. with
+    dataset="python-docs"); path: files of a user dataset (else the built-in `dataset`);
+    init_from: warm start, e.g. models:/aigc-dcgan-digits@champion for nightly fine-tuning.
+    The run ends with a batch of the family's kind: images, or new text documents (default
+    sampling options); min_confidence applies to images."""
     home = str(Home.resolve(home).root)
 
     # 1-2. data: snapshot, then the contract gate (raises on a blocking failure)
@@ -41,7 +44,8 @@ def nightly_retrain(
     registered = register(trained, metrics, home)
     decision = promote(registered, metrics, family, home)
 
-    # 7-8. content: a batch from the champion, shard by shard, scored and filtered
+    # 7-8. content: a batch from the champion (images or texts), shard by shard, scored and
+    #      filtered
     plan = plan_batch(
         f"{trained['model_name']}@champion",
         n_generate,
@@ -50,7 +54,8 @@ def nightly_retrain(
         home,
         policy={"image": {"min_confidence": min_confidence}},
     )
-    records = generate_shard.map(unmapped(plan), range(len(plan["shards"])), unmapped(home))
+    futures = generate_shard.map(unmapped(plan), range(len(plan["shards"])), unmapped(home))
+    records = futures.result()  # a failed shard raises here
     batch = finalize_batch(plan, records, home)
 
     return {
@@ -65,9 +70,11 @@ def nightly_retrain(
         "fid": metrics.get("fid"),
         "fid_floor": metrics.get("fid_floor"),
         "evaluator_accuracy": metrics.get("evaluator_accuracy"),
+        "bits_per_char": metrics.get("bits_per_char"),
         "metrics": metrics,
         "batch_id": batch["batch_id"],
         "batch_dir": batch["batch_dir"],
+        "batch_kind": batch["kind"],
         "batch_model_version": batch["model_version"],
         "n_generated": batch["n_generated"],
         "n_kept": batch["n_kept"],

@@ -6,12 +6,21 @@
       max_duplicate_bits: 2      # phash Hamming distance to an earlier item of the batch
       min_train_distance: 0.02   # RMS pixel distance to the nearest training image
     text:
-      min_words: 3
-      max_perplexity: 200
-      blocklist: [badword]
-      pii: [email, phone, ipv4, credit_card]
-      minhash_threshold: 0.8
-      max_train_ngram_fraction: 0.0
+      min_words: 3                 # words per item: fewer is too_short
+      max_words: 2000              # more is too_long
+      min_perplexity: null         # per character under the generating model, given the prompt:
+      max_perplexity: 200          #   too low is degenerate repetition, too high is noise
+      max_duplicate_line_fraction: 0.30       # Gopher: lines repeating an earlier line
+      max_duplicate_line_char_fraction: 0.20  # Gopher: characters in those lines
+      max_top_ngram_fraction: {2: 0.20, 3: 0.18, 4: 0.16}  # Gopher: most frequent word n-gram
+      max_duplicate_ngram_fraction: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+      blocklist: [badword, "bad phrase"]      # whole words, case-insensitive
+      pii: [email, phone, ipv4, credit_card]  # the PII patterns that reject an item
+      minhash_threshold: 0.8       # estimated Jaccard of word 3-shingles to an earlier item
+      minhash_shingle: 3
+      minhash_num_perm: 128
+      train_ngram: 13              # word n-grams shared with the model's training text...
+      max_train_ngram_fraction: 0.0  # ...above this fraction of the item's n-grams reject it
 
 Keys left out take the defaults of `ImagePolicy` / `TextPolicy`; null turns a scorer off;
 an unknown key is an error (a typo must not silently disable a filter).

@@ -47,8 +47,8 @@ GOPHER_DUP_NGRAM = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
 class TextPolicy:
     min_words: int | None = 3
     max_words: int | None = 2000
-    min_perplexity: float | None = None  # under the generating model; needs token log-probs
-    max_perplexity: float | None = None
+    min_perplexity: float | None = None  # per character under the generating model, given
+    max_perplexity: float | None = None  # the prompt (exp of the mean nats per character)
     max_duplicate_line_fraction: float | None = 0.30  # Gopher: lines that repeat an earlier line
     max_duplicate_line_char_fraction: float | None = 0.20
     max_top_ngram_fraction: dict[int, float] | None = field(
@@ -75,6 +75,13 @@ class TextPolicy:
             v = getattr(self, name)
             if v is not None and not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1] or be null, got {v}")
+        for lo, hi in (("min_words", "max_words"), ("min_perplexity", "max_perplexity")):
+            a, b = getattr(self, lo), getattr(self, hi)
+            for name, v in ((lo, a), (hi, b)):
+                if v is not None and not v >= 0:
+                    raise ValueError(f"{name} must be >= 0 or null, got {v}")
+            if a is not None and b is not None and a > b:
+                raise ValueError(f"{lo} ({a}) is more than {hi} ({b}): nothing could pass")
         if self.minhash_threshold is not None and not 0.0 < self.minhash_threshold <= 1.0:
             raise ValueError(f"minhash_threshold must lie in (0, 1], got {self.minhash_threshold}")
         if self.train_ngram < 1 or self.minhash_shingle < 1:
@@ -272,12 +279,14 @@ def decide_texts(texts: Sequence[str], scores: pd.DataFrame, policy: TextPolicy)
     if policy.max_words is not None:
         flag(df["words"] > policy.max_words, f"too_long>{policy.max_words}")
     if policy.min_perplexity is not None or policy.max_perplexity is not None:
-        ppl = df["perplexity"].to_numpy()
-        if np.isnan(ppl).any():
+        ppl = df["perplexity"].to_numpy(dtype=np.float64)
+        if len(ppl) and np.isnan(ppl).all():
             raise ValueError(
-                "the policy bounds perplexity but some items have none: pass perplexities "
+                "the policy bounds perplexity but no item has one: pass perplexities "
                 "computed under the generating model, or set min/max_perplexity to null"
             )
+        # an empty text has no perplexity: it cannot be shown to lie within the bounds
+        flag(np.isnan(ppl), "no_perplexity")
         if policy.min_perplexity is not None:
             flag(ppl < policy.min_perplexity, f"perplexity<{policy.min_perplexity:g}")
         if policy.max_perplexity is not None:

@@ -8,15 +8,30 @@ References:
 `sample_tokens` drives any model given as a function `next_logits(ids (B, T)) -> (B, V)`, so a
 language model's pyfunc can use it without this module importing the network. Temperature 0 is
 greedy decoding. Stop sequences are token-id sequences (the tokenizer is the caller's); the
-generated text is cut before the first stop sequence, which is not included.
+generated text is cut before the first stop sequence, which is not included. With one seed per
+row, each row draws from its own generator, so a row's text does not depend on the rows batched
+with it.
+
+`token_logprobs` scores given token ids under a model `forward(ids (B, T)) -> logits (B, T, V)`
+with the context cropped to `block_size` tokens, as a caller of `sample_tokens` feeds the model;
+its mean over a text is the text's nats per token, whose exp is the perplexity that curation
+bounds.
+
+`TextSampling` holds what a user asks for (stop sequences as strings), and `load_prompts` reads a
+prompt file: one prompt per line.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
+from torch.nn import functional as F
+
+MAX_NEW_TOKENS = 4096  # per item: bounds a request's time and memory
 
 
 @dataclass(frozen=True)
@@ -74,9 +89,12 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def next_token(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None
+    logits: torch.Tensor,
+    params: SamplingParams,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> torch.Tensor:
-    """(B, V) logits -> (B,) token ids under temperature, top-k and top-p."""
+    """(B, V) logits -> (B,) token ids under temperature, top-k and top-p. `generator`: one
+    for the batch, or one per row (each row then draws from its own stream)."""
     if params.temperature == 0:
         return logits.argmax(dim=-1)
     x = apply_temperature(logits.float(), params.temperature)
@@ -85,6 +103,12 @@ def next_token(
     if params.top_p is not None:
         x = top_p_filter(x, params.top_p)
     probs = torch.softmax(x, dim=-1)
+    if isinstance(generator, Sequence):
+        if len(generator) != probs.shape[0]:
+            raise ValueError(f"got {len(generator)} generators for {probs.shape[0]} rows")
+        return torch.cat(
+            [torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(generator)]
+        )
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -102,6 +126,17 @@ def find_stop(ids: Sequence[int], stops: Sequence[Sequence[int]]) -> int:
     return best
 
 
+def _stop_ending(ids: Sequence[int], stops: Sequence[Sequence[int]]) -> int:
+    """Where the earliest stop sequence starts, for ids checked after every token (so any stop
+    sequence present ends at the last id): `find_stop` without rescanning the whole row."""
+    best = -1
+    for s in stops:
+        n = len(s)
+        if len(ids) >= n and list(ids[-n:]) == list(s) and (best == -1 or len(ids) - n < best):
+            best = len(ids) - n
+    return best
+
+
 @dataclass(frozen=True)
 class Sampled:
     ids: list[int]  # generated tokens, stop sequence and eos excluded
@@ -113,17 +148,26 @@ def sample_tokens(
     next_logits: Callable[[torch.Tensor], torch.Tensor],
     prompts: torch.Tensor,
     params: SamplingParams,
-    seed: int,
+    seed: int | Sequence[int],
 ) -> list[Sampled]:
     """Generate up to max_new_tokens after each prompt row (B, T) of token ids.
 
-    Rows finish independently on eos or a stop sequence; finished rows keep being fed (padded
-    with their last token) so the batch stays rectangular, but their output is frozen.
+    `seed`: one for the batch, or one per row (a row's tokens then depend only on its own seed
+    and prompt, not on the other rows). Rows finish independently on eos or a stop sequence;
+    finished rows keep being fed (padded with their last token) so the batch stays rectangular,
+    but their output is frozen.
     """
     if prompts.ndim != 2 or prompts.shape[1] == 0:
         raise ValueError(f"prompts must be (B, T>=1) token ids, got shape {tuple(prompts.shape)}")
-    gen = torch.Generator().manual_seed(seed)
     b = prompts.shape[0]
+    if isinstance(seed, Sequence):
+        if len(seed) != b:
+            raise ValueError(f"got {len(seed)} seeds for {b} prompts: give one per prompt")
+        gen: torch.Generator | list[torch.Generator] = [
+            torch.Generator().manual_seed(int(s)) for s in seed
+        ]
+    else:
+        gen = torch.Generator().manual_seed(seed)
     ids = prompts.clone()
     new: list[list[int]] = [[] for _ in range(b)]
     reason = ["length"] * b
@@ -142,7 +186,7 @@ def sample_tokens(
                 done[r], reason[r] = True, "eos"
                 continue
             new[r].append(t)
-            cut = find_stop(new[r], params.stop)
+            cut = _stop_ending(new[r], params.stop)
             if cut != -1:
                 del new[r][cut:]
                 done[r], reason[r] = True, "stop"
@@ -156,3 +200,126 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """Text before the earliest of the stop strings, and whether one was found."""
     hits = [i for i in (text.find(s) for s in stops if s) if i != -1]
     return (text[: min(hits)], True) if hits else (text, False)
+
+
+@torch.no_grad()
+def token_logprobs(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    ids: torch.Tensor,
+    block_size: int,
+    chunk: int = 256,
+) -> torch.Tensor:
+    """(B, L) token ids -> (B, L-1) natural log-probabilities of ids[:, t] given
+    ids[:, max(0, t - block_size):t], for t = 1..L-1: the context a sampler that crops to the
+    last block_size tokens gives the model. `forward(ids (b, T)) -> logits (b, T, V)` must be
+    causal. Positions up to block_size share one forward pass; each later position gets its own
+    window (batched `chunk` windows at a time)."""
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        raise ValueError(f"ids must be (B, L>=1) token ids, got shape {tuple(ids.shape)}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    b, n = ids.shape
+    out = torch.empty(b, n - 1)
+    if n == 1:
+        return out
+    head = ids[:, : min(n, block_size)]  # (B, Ta)
+    ta = head.shape[1]
+    logp = F.log_softmax(forward(head).float(), dim=-1)  # (B, Ta, V)
+    if n <= ta:  # the whole row fits in one context
+        return logp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
+    out[:, : ta - 1] = logp[:, :-1].gather(-1, ids[:, 1:ta, None]).squeeze(-1)
+    out[:, ta - 1] = logp[:, -1].gather(-1, ids[:, ta : ta + 1]).squeeze(-1)
+    # t = block_size+1 .. L-1: the window ids[:, t-block_size:t] predicts ids[:, t]
+    windows = ids.unfold(1, block_size, 1)[:, 1 : n - block_size]  # (B, W, block_size)
+    w = windows.shape[1]
+    flat = windows.reshape(b * w, block_size)  # (B*W, block_size)
+    targets = ids[:, block_size + 1 :].reshape(b * w)  # (B*W,)
+    scores = torch.empty(b * w)
+    for i in range(0, b * w, chunk):
+        last = F.log_softmax(forward(flat[i : i + chunk])[:, -1].float(), dim=-1)  # (c, V)
+        scores[i : i + chunk] = last.gather(-1, targets[i : i + chunk, None]).squeeze(-1)
+    out[:, ta:] = scores.view(b, w)
+    return out
+
+
+@dataclass(frozen=True)
+class TextSampling:
+    """What a text batch asks of the model, as the user gives it: the maximum length in tokens
+    (characters for the character-level models), temperature (0 is greedy), top-k, top-p, and
+    stop sequences as strings (the text is cut before the first one)."""
+
+    max_new_tokens: int = 200
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if isinstance(self.stop, str):
+            raise ValueError(f"stop must be a list of strings, got the string {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise ValueError(
+                f"max_new_tokens must lie in [1, {MAX_NEW_TOKENS}], got {self.max_new_tokens}"
+            )
+        if not math.isfinite(self.temperature):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError(f"stop sequences must be non-empty strings, got {list(self.stop)}")
+        SamplingParams(  # the same range checks as the sampler's
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+        )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "stop": list(self.stop)}
+
+
+def sampling_options(
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    max_new_tokens: int | None = None,
+    stop: Sequence[str] | None = None,
+) -> dict:
+    """The TextSampling fields a caller gave (not None or empty): the rest keep defaults."""
+    given = {
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+        "stop": list(stop) if stop else None,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
+class PromptFileError(ValueError):
+    """A prompt file cannot be read or holds no prompts."""
+
+
+def load_prompts(path: str | Path) -> list[str]:
+    """Prompts from a UTF-8 text file, one per line (the line ending removed, other whitespace
+    kept); blank lines are skipped. A prompt cannot span lines."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise PromptFileError(f"prompt file {p}: no such file") from None
+    except IsADirectoryError:
+        raise PromptFileError(f"prompt file {p} is a folder: give a text file") from None
+    except OSError as e:
+        raise PromptFileError(f"cannot read prompt file {p}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise PromptFileError(
+            f"prompt file {p} is not UTF-8 text (line {line}, byte {e.start}): save it as UTF-8"
+        ) from None
+    prompts = [ln.removesuffix("\r") for ln in text.split("\n")]
+    prompts = [ln for ln in prompts if ln.strip()]
+    if not prompts:
+        raise PromptFileError(f"prompt file {p} has no prompts: write one prompt per line")
+    return prompts

@@ -60,3 +60,21 @@ def test_unknown_preset_is_a_clear_error(tmp_path):
     p = aigc("run", "--preset", "huge", home=tmp_path / "h", timeout=60)
     assert p.returncode == 2
     assert "unknown preset 'huge'" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_generate_refuses_bad_text_options_before_starting_anything(tmp_path):
+    """Prompt files and sampling options are checked before Prefect or MLflow start."""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    cases = [
+        (["--prompt-file", str(tmp_path / "nope.txt")], "--prompt-file", "no such file"),
+        (["--prompt-file", str(empty)], "empty.txt has", "no prompts"),
+        (["--top-p", "1.5"], "--top-p: top_p must lie in (0, 1]", ""),
+        (["--max-new-tokens", "0"], "--max-new-tokens: max_new_tokens must lie in", ""),
+    ]
+    for args, *needles in cases:
+        p = aigc("generate", "--model", "m", "--n", "4", *args, home=tmp_path / "h", timeout=60)
+        assert p.returncode == 2, (args, p.stderr)
+        out = " ".join(p.stderr.split())  # Rich wraps long lines
+        assert all(n in out for n in needles) and "Traceback" not in p.stderr, (args, out)
+    assert not (tmp_path / "h" / "mlflow.db").exists()  # nothing was started

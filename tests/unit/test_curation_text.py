@@ -124,3 +124,13 @@ def test_policy_validation():
     p = TextPolicy(max_top_ngram_fraction={"2": 0.3})
     assert p.max_top_ngram_fraction == {2: 0.3}
     assert TextPolicy(**p.to_dict()) == p
+
+
+def test_an_empty_text_has_no_perplexity_and_says_so():
+    policy = TextPolicy(min_words=None, max_perplexity=50.0, minhash_threshold=None)
+    df = curate_texts([GOOD[0], ""], policy, perplexities=[12.0, math.nan])
+    assert df["reason"].tolist() == ["", "no_perplexity"]
+    with pytest.raises(ValueError, match="min_perplexity .* is more than max_perplexity"):
+        TextPolicy(min_perplexity=9.0, max_perplexity=3.0)
+    with pytest.raises(ValueError, match="min_words must be >= 0"):
+        TextPolicy(min_words=-1)
