@@ -33,8 +33,6 @@ app = typer.Typer(
 err = Console(stderr=True)
 out = Console()
 
-IMAGE_FAMILIES = ("dcgan", "vae")
-
 
 def _settings(home: Home, verbose: bool) -> None:
     """Embedded-mode settings, applied before Prefect or MLflow are imported. Values the user
@@ -123,13 +121,21 @@ def run(
         help="Training preset: smoke (seconds), cpu (minutes), gpu; for dcgan also seed "
         "(the seed's full recipe, for a GPU).",
     ),
-    family: str = typer.Option("dcgan", "--model", help="Image model family: dcgan or vae."),
-    dataset: str = typer.Option("digits", help="Dataset name (built-in, or the name for --path)."),
-    path: Path = typer.Option(None, help="Files of a user image dataset (IDX, image folder)."),
+    family: str = typer.Option(
+        "dcgan", "--model", help="Model family: dcgan or vae (images), charlstm or transformer."
+    ),
+    dataset: str = typer.Option(
+        None,
+        help="Dataset name: built-in (default digits for image models, python-docs for text "
+        "models), or the name for --path.",
+    ),
+    path: Path = typer.Option(
+        None, help="Files of a user dataset (IDX, image folder, or text files for text models)."
+    ),
     init_from: str = typer.Option(
         None, help="Warm start, e.g. models:/aigc-dcgan-digits@champion (nightly fine-tuning)."
     ),
-    n: int = typer.Option(256, "--n", min=1, help="Images to generate from the champion."),
+    n: int = typer.Option(256, "--n", min=1, help="Items to generate from the champion."),
     seed: int = typer.Option(0, help="Seed of the content batch."),
     min_confidence: float = typer.Option(
         0.9,
@@ -148,12 +154,8 @@ def run(
     h = open_home(home, verbose)
     from aigc_core.training import engine
 
-    if family not in IMAGE_FAMILIES:
-        raise _fail(
-            f"aigc run makes image content: --model must be one of {', '.join(IMAGE_FAMILIES)}; "
-            f"train text models with `aigc train`",
-            2,
-        )
+    if dataset is None:
+        dataset = "python-docs" if family in engine.TEXT_FAMILIES else "digits"
     try:
         engine.preset(family, preset)
     except ValueError as e:
@@ -187,6 +189,8 @@ def run(
         print(json.dumps(summary, sort_keys=True))
         return
     table = Table(title="aigc run", show_header=False)
+    image = summary["batch_kind"] == "image"
+    quality = ("fid", "fid_floor", "evaluator_accuracy") if image else ("bits_per_char",)
     for k in (
         "snapshot_id",
         "run_id",
@@ -195,9 +199,7 @@ def run(
         "promoted",
         "promotion_reason",
         "champion_version",
-        "fid",
-        "fid_floor",
-        "evaluator_accuracy",
+        *quality,
         "batch_id",
         "batch_dir",
         "n_generated",
@@ -207,7 +209,10 @@ def run(
         v = summary[k]
         table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
     out.print(table)
-    out.print(f"contact sheet: {Path(summary['batch_dir']) / 'contact_sheet.png'}")
+    batch = Path(summary["batch_dir"])
+    if image:
+        out.print(f"contact sheet: {batch / 'contact_sheet.png'}")
+    out.print(f"review report: {batch / 'report.html'}")
 
 
 # Command groups live in their own modules and register on `app` when imported.

@@ -95,6 +95,9 @@ def text_score_columns(policy: TextPolicy) -> list[str]:
     """The per-item score columns `score_texts` writes under `policy`."""
     return [
         "words",
+        "mean_word_length",
+        "alpha_word_frac",
+        "symbol_word_ratio",
         "perplexity",
         "dup_line_frac",
         "dup_line_char_frac",

@@ -10,6 +10,10 @@
       max_words: 2000              # more is too_long
       min_perplexity: null         # per character under the generating model, given the prompt:
       max_perplexity: 200          #   too low is degenerate repetition, too high is noise
+      min_mean_word_length: 3      # Gopher quality: mean length of whitespace-separated words
+      max_mean_word_length: 10     #   outside [3, 10] is short_words / long_words
+      min_alpha_word_fraction: 0.8   # words with a letter; fewer is few_alphabetic_words
+      max_symbol_word_ratio: 0.1     # "#", "..." and "…" per word; more is symbols
       max_duplicate_line_fraction: 0.30       # Gopher: lines repeating an earlier line
       max_duplicate_line_char_fraction: 0.20  # Gopher: characters in those lines
       max_top_ngram_fraction: {2: 0.20, 3: 0.18, 4: 0.16}  # Gopher: most frequent word n-gram

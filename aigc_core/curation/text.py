@@ -1,9 +1,11 @@
-"""Text curation: perplexity bounds, Gopher repetition rules, length, a blocklist, PII patterns,
-MinHash near-duplicates and long n-gram overlap with the training text.
+"""Text curation: perplexity bounds, Gopher quality and repetition rules, length, a blocklist,
+PII patterns, MinHash near-duplicates and long n-gram overlap with the training text.
 
 References:
 - Rae et al., "Scaling Language Models: Methods, Analysis & Insights from Training Gopher"
-  (2021), arXiv:2112.11446, appendix A (repetition removal thresholds used as defaults here).
+  (2021), arXiv:2112.11446, appendix A (quality and repetition thresholds used as defaults
+  here: mean word length 3-10, at least 80% of words with a letter, at most 0.1 hash or
+  ellipsis symbols per word).
 - Broder, "On the resemblance and containment of documents" (1997): MinHash; the LSH index is
   datasketch's `MinHashLSH`.
 - Brown et al., "Language Models are Few-Shot Learners" (2020): 13-gram overlap for
@@ -49,6 +51,12 @@ class TextPolicy:
     max_words: int | None = 2000
     min_perplexity: float | None = None  # per character under the generating model, given
     max_perplexity: float | None = None  # the prompt (exp of the mean nats per character)
+    # Gopher quality rules, on whitespace-separated words: they reject character soup, which
+    # the generating model's own perplexity cannot (an untrained model rates its soup typical)
+    min_mean_word_length: float | None = 3.0
+    max_mean_word_length: float | None = 10.0
+    min_alpha_word_fraction: float | None = 0.8  # words holding at least one letter
+    max_symbol_word_ratio: float | None = 0.1  # "#", "..." and "…" per word
     max_duplicate_line_fraction: float | None = 0.30  # Gopher: lines that repeat an earlier line
     max_duplicate_line_char_fraction: float | None = 0.20
     max_top_ngram_fraction: dict[int, float] | None = field(
@@ -75,7 +83,15 @@ class TextPolicy:
             v = getattr(self, name)
             if v is not None and not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1] or be null, got {v}")
-        for lo, hi in (("min_words", "max_words"), ("min_perplexity", "max_perplexity")):
+        for name in ("min_alpha_word_fraction",):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1] or be null, got {v}")
+        for lo, hi in (
+            ("min_words", "max_words"),
+            ("min_perplexity", "max_perplexity"),
+            ("min_mean_word_length", "max_mean_word_length"),
+        ):
             a, b = getattr(self, lo), getattr(self, hi)
             for name, v in ((lo, a), (hi, b)):
                 if v is not None and not v >= 0:
@@ -248,8 +264,19 @@ def score_texts(
     for i, t in enumerate(texts):
         ws = words(t)
         line_frac, line_char_frac = duplicate_line_fractions(t)
+        tokens = t.split()
         row = {
             "words": len(ws),
+            # no words: nothing for these rules to judge (min_words rejects empty texts)
+            "mean_word_length": float(np.mean([len(w) for w in tokens])) if tokens else math.nan,
+            "alpha_word_frac": (
+                sum(any(c.isalpha() for c in w) for w in tokens) / len(tokens)
+                if tokens
+                else math.nan
+            ),
+            "symbol_word_ratio": (
+                (t.count("#") + t.count("...") + t.count("…")) / len(tokens) if tokens else 0.0
+            ),
             "perplexity": float(perplexities[i]) if perplexities is not None else math.nan,
             "dup_line_frac": line_frac,
             "dup_line_char_frac": line_char_frac,
@@ -278,6 +305,14 @@ def decide_texts(texts: Sequence[str], scores: pd.DataFrame, policy: TextPolicy)
         flag(df["words"] < policy.min_words, f"too_short<{policy.min_words}")
     if policy.max_words is not None:
         flag(df["words"] > policy.max_words, f"too_long>{policy.max_words}")
+    if policy.min_mean_word_length is not None:
+        flag(df["mean_word_length"] < policy.min_mean_word_length, "short_words")
+    if policy.max_mean_word_length is not None:
+        flag(df["mean_word_length"] > policy.max_mean_word_length, "long_words")
+    if policy.min_alpha_word_fraction is not None:
+        flag(df["alpha_word_frac"] < policy.min_alpha_word_fraction, "few_alphabetic_words")
+    if policy.max_symbol_word_ratio is not None:
+        flag(df["symbol_word_ratio"] > policy.max_symbol_word_ratio, "symbols")
     if policy.min_perplexity is not None or policy.max_perplexity is not None:
         ppl = df["perplexity"].to_numpy(dtype=np.float64)
         if len(ppl) and np.isnan(ppl).all():

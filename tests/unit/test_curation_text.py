@@ -44,6 +44,8 @@ def test_each_planted_bad_text_is_rejected_and_good_ones_kept():
         "training": "she said once upon a time there was a princess who lived in a tall tower "
         "by the grey northern sea",
         "short": "Hi.",
+        "soup": ",D*p_wWf%aEh]EC?aaL>O)dk mN]o…p/>wBeV'^YB_?p’Qn@1NL*n{_k%C4N|%vuwk02_d°)Qu) "
+        "X:<k,>;O3^k?4)Lxa^&&/UU|_8(%K!p#z8K#^D%;M&6e8FKQ;lT–0k",  # an untrained model's output
     }
     texts = GOOD + list(bad.values())
     policy = TextPolicy(blocklist=("frobnicator",))
@@ -57,7 +59,30 @@ def test_each_planted_bad_text_is_rejected_and_good_ones_kept():
     assert "repeated_lines" in reasons(df, at["repeated_lines"])
     assert reasons(df, at["training"]) == ["train_13gram_overlap"]
     assert reasons(df, at["short"]) == ["too_short<3"]
+    assert "long_words" in reasons(df, at["soup"])
     assert not df.loc[list(at.values()), "kept"].any()
+
+
+def test_gopher_quality_rules():
+    texts = [
+        GOOD[1],
+        "a b c d e f g h i j k l",  # mean word length 1
+        "--> === 3.14 (1) [22] <=> 2.71 +++ whole thing",  # 2 of 10 words hold a letter
+        "# heading # another # and # more # hashes here",  # 5 hashes over 9 words
+    ]
+    df = curate_texts(texts, TextPolicy())
+    assert df.loc[0, "kept"]
+    assert reasons(df, 1) == ["short_words"]
+    assert reasons(df, 2) == ["few_alphabetic_words"]
+    assert "symbols" in reasons(df, 3)
+    lenient = TextPolicy(
+        min_mean_word_length=None, min_alpha_word_fraction=None, max_symbol_word_ratio=None
+    )
+    assert curate_texts(texts, lenient)["kept"].all()
+    with pytest.raises(ValueError, match="min_mean_word_length"):
+        TextPolicy(min_mean_word_length=12.0)
+    with pytest.raises(ValueError, match="min_alpha_word_fraction"):
+        TextPolicy(min_alpha_word_fraction=1.5)
 
 
 def test_perplexity_bounds():
