@@ -4,10 +4,12 @@ GX validates a per-row profile of the snapshot (one row per image: label, split,
 extremes, count of non-finite pixels) rather than the raw pixel lists, which keeps every property
 a plain column check. One expectation per property; the comment names what it guards.
 
-Snapshots store uint8 pixels (format 2), so their range and finiteness hold by type, and float
-input that is NaN, infinite or outside [0, 1] is refused while the table is built
-(`aigc_core.data.snapshot.pixels_uint8`). The extremes are profiled in [0, 1] units, so the
-same checks still guard format 1 snapshots (float32 pixels) read back for validation.
+Snapshots store uint8 pixels (formats 2 and 3), so their range and finiteness hold by type, and
+float input that is NaN, infinite or outside [0, 1] is refused while the table is built
+(`aigc_core.data.snapshot.pixels_uint8`). The pixels are read with
+`aigc_core.data.snapshot.pixel_values`, whatever their layout, and the extremes are profiled in
+[0, 1] units, so the same checks still guard format 1 snapshots (float32 pixels) read back for
+validation.
 """
 
 from __future__ import annotations
@@ -16,23 +18,23 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from aigc_core.data.snapshot import pixel_values
 from data_contracts.common import BLOCK, SPLITS, WARN, in_both_splits, meta
 
 MAX_DUPLICATE_RATIO = 0.1  # a few repeated images are tolerated (and warned about)
 
 
-def _extremes(pixels: pa.Array, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row (min, max, count of non-finite values) of a list column, min/max over the finite
-    values, in the stored unit (NaN where a row has no finite value)."""
+def _extremes(flat: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row (min, max, count of non-finite values) of the rows' values (`pixel_values`),
+    min/max over the finite values, in the stored unit (NaN where a row has no finite value)."""
     n = len(lengths)
-    flat = pixels.flatten().to_numpy(zero_copy_only=False)
     pmin, pmax = np.full(n, np.nan), np.full(n, np.nan)
     nonfinite = np.zeros(n, dtype=np.int64)
     rows = lengths > 0  # reduceat over the starts of non-empty rows covers exactly each row
     if not rows.any():
         return pmin, pmax, nonfinite
     starts = (np.cumsum(lengths) - lengths)[rows]
-    if np.issubdtype(flat.dtype, np.integer):  # uint8 (format 2): always finite
+    if np.issubdtype(flat.dtype, np.integer):  # uint8 (formats 2, 3): always finite
         pmin[rows] = np.minimum.reduceat(flat, starts)
         pmax[rows] = np.maximum.reduceat(flat, starts)
         return pmin, pmax, nonfinite
@@ -47,12 +49,11 @@ def _extremes(pixels: pa.Array, lengths: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def profile(table: pa.Table) -> pd.DataFrame:
     """One row per image with the columns the suite checks. Pixel extremes are in [0, 1] units
-    whatever the storage: uint8 values (format 2) are divided by 255, floats (format 1 snapshots)
-    are taken as they are."""
-    pixels = table.column("pixels").combine_chunks()
-    lengths = pixels.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    pmin, pmax, nonfinite = _extremes(pixels, lengths)
-    if pa.types.is_integer(pixels.type.value_type):
+    whatever the storage: uint8 values (formats 2, 3) are divided by 255, floats (format 1
+    snapshots) are taken as they are."""
+    values, lengths = pixel_values(table.column("pixels"))
+    pmin, pmax, nonfinite = _extremes(values, lengths)
+    if np.issubdtype(values.dtype, np.integer):
         pmin, pmax = pmin / 255.0, pmax / 255.0
     ids, splits = table.column("id").to_pandas(), table.column("split").to_pandas()
     return pd.DataFrame(

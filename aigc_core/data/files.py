@@ -1,17 +1,30 @@
 """Safe access to user-supplied files: errors that name the file, a folder walk that refuses
-symlinks escaping the folder, and a line reader whose memory is bounded by a line limit.
+symlinks escaping the folder, and a line reader whose memory is bounded by a line limit. Also the
+two buffer helpers the readers and the snapshot writer share: row hashes over one buffer, and the
+buffers of an Arrow string array.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import hashlib
 import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_LINE_BYTES = 1 << 20  # 1 MiB: one JSONL record or one text line
+# Arrow's default pool (mimalloc) keeps freed segments resident, which doubled an ingest's peak
+# memory; the system allocator gives them back (benchmarks/ingest_throughput.py measures it).
+# Every Arrow allocation of an ingest goes here.
+POOL = pa.system_memory_pool()
 
 
 class DataSourceError(ValueError):
@@ -81,3 +94,46 @@ def read_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iter
                     f"into smaller records or raise the line limit (max_line_bytes)"
                 )
             yield line.rstrip(b"\r\n") if line.endswith(b"\n") else line
+
+
+def sha256_rows(buffer, offsets: np.ndarray) -> np.ndarray:
+    """(N, 32) uint8: the sha256 of each row `buffer[offsets[i]:offsets[i + 1]]` (one C call per
+    row over a view of the buffer: no row is copied)."""
+    view, sha = memoryview(buffer), hashlib.sha256
+    bounds = offsets.tolist()
+    pairs = zip(bounds[:-1], bounds[1:], strict=True)
+    digests = b"".join([sha(view[a:b]).digest() for a, b in pairs])
+    return np.frombuffer(digests, dtype=np.uint8).reshape(len(bounds) - 1, 32)
+
+
+def string_buffers(array: pa.Array) -> tuple[pa.Buffer | bytes, np.ndarray]:
+    """(data, offsets) of a string or binary array: row i is data[offsets[i]:offsets[i + 1]]."""
+    wide = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
+    kind = np.int64 if wide else np.int32
+    _, offsets, data = array.buffers()[:3]
+    n = len(array)
+    if offsets is None:  # an empty array may have no buffers
+        return b"", np.zeros(n + 1, dtype=np.int64)
+    at = np.frombuffer(offsets, kind, n + 1, array.offset * np.dtype(kind).itemsize)
+    return (data if data is not None else b""), at.astype(np.int64)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_memory() -> None:
+    """Give the memory freed so far back to the OS, so a stage's transients (Arrow's system pool
+    and Python's large objects both live on the C heap) do not add to the next stage's peak.
+    Arrow's `release_unused` trims only the top of the heap; glibc's malloc_trim(0) also returns
+    free pages in its middle."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+    else:
+        POOL.release_unused()

@@ -118,7 +118,7 @@ def prepare(
         return Prepared(
             name=dataset,
             kind="text",
-            table=text_table(data.texts, validation_fraction),
+            table=text_table(data.docs, validation_fraction, digests=data.digests),
             source=data.source,
             params={**data.params, "validation_fraction": validation_fraction},
             extra={
@@ -168,4 +168,5 @@ def publish(prepared: Prepared, datasets_root: Path, gate: Gate | None = None) -
         source=prepared.source,
         params=prepared.params,
         extra=prepared.extra,
+        sid=sid,
     )

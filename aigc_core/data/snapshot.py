@@ -5,11 +5,13 @@ sha256 over the preprocessing parameters and every row's content, so ingesting t
 gives the same id and writes nothing. It is built in a staging directory and renamed into place.
 
 Image rows: `id` (sha256 of the pixel bytes), `split` (train or validation, from the id, so equal
-images always share a split), `label`, `height`, `width`, `channels`, `pixels` (uint8 0..255,
-row-major C*H*W; `image_arrays` gives float32 in [0, 1]). Sources that hold uint8 (IDX files, image
-folders) are stored as they are; float sources in [0, 1] are quantized with rint(x * 255), and
-float pixels that are NaN, infinite or outside [0, 1] are refused before anything is written.
-Format 1 snapshots (float32 pixels) are still read.
+images always share a split), `label`, `height`, `width`, `channels`, `pixels` (the C*H*W uint8
+values 0..255, row-major, as one fixed_size_binary value; `image_arrays` gives float32 in [0, 1]).
+Sources that hold uint8 (IDX files, image folders) are stored as they are; float sources in
+[0, 1] are quantized with rint(x * 255), and float pixels that are NaN, infinite or outside
+[0, 1] are refused before anything is written. Every reader of the pixel column goes through
+`pixel_values`, which also reads the older layouts: format 2 (list<uint8>) and format 1
+(list<float32> in [0, 1]).
 
 Text rows: `id` (sha256 of the UTF-8 text), `split` (from the id, as for images), `text` (one
 cleaned document per row). `text_split(table, split)` gives a trainer the documents of a split.
@@ -20,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,33 +34,46 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from aigc_core.atomic import sha256_file, staged_dir
-from aigc_core.data.files import DataSourceError
+from aigc_core.data.files import (
+    POOL,
+    DataSourceError,
+    release_memory,
+    sha256_rows,
+    string_buffers,
+)
 from aigc_core.data.sources import ImageData
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: uint8 pixels (1: float32 in [0, 1])
+# 3: pixels as fixed_size_binary(C*H*W) (2: list<uint8>, 1: list<float32> in [0, 1]); Parquet
+# has no 8-bit type, so a list<uint8> was written as int32 values with repetition levels
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
 ROW_GROUP_BYTES = 1 << 20  # ~1 MiB of Arrow data per Parquet row group: bounds write memory
-# Arrow's default pool (mimalloc) keeps freed segments resident, which doubled an ingest's peak
-# memory; the system allocator gives them back (benchmarks/ingest_throughput.py measures it)
-POOL = pa.system_memory_pool()
-TEXT_BLOCK = 2048  # documents per Arrow chunk of a text table
+PART_BYTES = 16 << 20  # Arrow bytes per part file at most (and rows_per_part rows)
+WRITERS = max(1, min(4, os.cpu_count() or 1))  # part files written at once (Arrow drops the GIL)
+TEXT_BLOCK = 2048  # documents per Arrow chunk of a text table built from Python strings
 TEXT_BLOCK_BYTES = 1 << 26  # ... or fewer: a chunk's int32 offsets must stay below 2**31
 QUANTIZE_ROWS = 8192  # float images quantized per block, so no full-size float temporary
+ID_BYTES = 12  # a row id is the first 12 bytes of its sha256, as 24 hex digits
+STATISTICS = ["id", "split", "label", "height", "width", "channels"]  # not the pixels or text
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
-IMAGE_SCHEMA = pa.schema(
-    [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("label", pa.int16()),
-        pa.field("height", pa.int16(), nullable=False),
-        pa.field("width", pa.int16(), nullable=False),
-        pa.field("channels", pa.int16(), nullable=False),
-        pa.field("pixels", pa.list_(pa.uint8()), nullable=False),
-    ]
-)
+
+def image_schema(size: int) -> pa.Schema:
+    """The schema of an image table whose images hold `size` = C*H*W values each."""
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("label", pa.int16()),
+            pa.field("height", pa.int16(), nullable=False),
+            pa.field("width", pa.int16(), nullable=False),
+            pa.field("channels", pa.int16(), nullable=False),
+            pa.field("pixels", pa.binary(size), nullable=False),
+        ]
+    )
 
 
 TEXT_SCHEMA = pa.schema(
@@ -90,12 +107,18 @@ def split_of(row_id: str, validation_fraction: float) -> str:
     return "validation" if int(row_id[:8], 16) / 0xFFFFFFFF < validation_fraction else "train"
 
 
-def _ids_and_splits(digests: list[bytes], validation_fraction: float) -> tuple[pa.Array, pa.Array]:
-    """Row ids (the first 24 hex digits of each sha256) and their splits: `split_of`, vectorized
-    over the ids' first 4 bytes."""
-    ids = pa.array([d[:12].hex() for d in digests], pa.string(), memory_pool=POOL)
-    head = np.frombuffer(b"".join(d[:4] for d in digests), dtype=">u4")
-    validation = pa.array(head / 0xFFFFFFFF < validation_fraction, pa.bool_(), memory_pool=POOL)
+def _ids_and_splits(digests: np.ndarray, validation_fraction: float) -> tuple[pa.Array, pa.Array]:
+    """Row ids (the first 24 hex digits of each sha256, (N, 32) uint8) and their splits:
+    `split_of`, both vectorized."""
+    n = len(digests)
+    head = digests[:, :ID_BYTES]
+    hexed = np.empty((n, 2 * ID_BYTES), dtype=np.uint8)
+    hexed[:, 0::2] = _HEX[head >> 4]
+    hexed[:, 1::2] = _HEX[head & 15]
+    offsets = np.arange(0, (n + 1) * 2 * ID_BYTES, 2 * ID_BYTES, dtype=np.int32)
+    ids = pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(hexed)])
+    first = np.ascontiguousarray(digests[:, :4]).view(">u4").reshape(n)
+    validation = pa.array(first / 0xFFFFFFFF < validation_fraction, pa.bool_(), memory_pool=POOL)
     return ids, pc.if_else(validation, "validation", "train", memory_pool=POOL)
 
 
@@ -146,17 +169,10 @@ def image_table(data: ImageData, validation_fraction: float = 0.2) -> pa.Table:
     float pixels that are not finite or not in [0, 1]."""
     n, c, h, w = data.pixels.shape
     size = c * h * w
-    if n * size >= 2**31:
-        raise DataSourceError(
-            f"{n:,} images of {size:,} values exceed the 2**31 pixel values one table holds; "
-            f"ingest the images in parts"
-        )
     flat = np.ascontiguousarray(pixels_uint8(data.pixels)).reshape(n * size)
-    view = memoryview(flat)
-    digests = [hashlib.sha256(view[i : i + size]).digest() for i in range(0, n * size, size)]
+    digests = sha256_rows(flat, np.arange(0, (n + 1) * size, size, dtype=np.int64))
     ids, splits = _ids_and_splits(digests, validation_fraction)
-    offsets = pa.array(np.arange(0, (n + 1) * size, size, dtype=np.int32))
-    pixels = pa.ListArray.from_arrays(offsets, pa.array(flat, pa.uint8()))  # zero-copy values
+    pixels = pa.Array.from_buffers(pa.binary(size), n, [None, pa.py_buffer(flat)])  # zero-copy
     return pa.table(
         {
             "id": ids,
@@ -167,40 +183,54 @@ def image_table(data: ImageData, validation_fraction: float = 0.2) -> pa.Table:
             "channels": pa.array(np.full(n, c), pa.int16()),
             "pixels": pixels,
         },
-        schema=IMAGE_SCHEMA,
+        schema=image_schema(size),
     )
 
 
-def _string_array(encoded: list[bytes], digests: list[bytes]) -> pa.Array:
-    """A string array over UTF-8 `encoded` texts (one copy, no builder growth); appends each
-    text's sha256 to `digests`."""
-    digests.extend(hashlib.sha256(b).digest() for b in encoded)
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    buffers = [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))]
-    return pa.Array.from_buffers(pa.string(), len(encoded), buffers)
-
-
-def text_table(texts: list[str], validation_fraction: float = 0.2) -> pa.Table:
-    """One row per document; ids are content hashes, so equal texts share an id and a split.
-    Built in blocks, each text encoded once, so memory stays near the texts' own size."""
-    blocks: list[pa.Array] = []
-    digests: list[bytes] = []
+def _string_chunks(texts: list[str]) -> pa.ChunkedArray:
+    """Python strings as a chunked string array, each text encoded once (no builder growth)."""
+    chunks: list[pa.Array] = []
     encoded: list[bytes] = []
     size = 0
+
+    def flush() -> None:
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        buffers = [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))]
+        chunks.append(pa.Array.from_buffers(pa.string(), len(encoded), buffers))
+
     for t in texts:
         encoded.append(t.encode("utf-8"))
         size += len(encoded[-1])
         if len(encoded) == TEXT_BLOCK or size >= TEXT_BLOCK_BYTES:
-            blocks.append(_string_array(encoded, digests))
+            flush()
             encoded, size = [], 0
     if encoded:
-        blocks.append(_string_array(encoded, digests))
+        flush()
+    return pa.chunked_array(chunks, pa.string())
+
+
+def text_table(
+    texts: list[str] | pa.Array | pa.ChunkedArray,
+    validation_fraction: float = 0.2,
+    digests: np.ndarray | None = None,
+) -> pa.Table:
+    """One row per document; ids are content hashes, so equal texts share an id and a split.
+    `texts`: Python strings, or a string array used as it is (no copy). `digests`: the texts'
+    sha256 as (N, 32) uint8 when the caller has them (`aigc_core.data.text.load_text` does)."""
+    if isinstance(texts, pa.Array):
+        texts = pa.chunked_array([texts], pa.string())
+    elif not isinstance(texts, pa.ChunkedArray):
+        texts = _string_chunks(texts)
+    if digests is None:
+        digests = np.concatenate(
+            [np.empty((0, 32), np.uint8)]
+            + [sha256_rows(*string_buffers(c)) for c in texts.chunks if len(c)]
+        )
+    if len(digests) != len(texts):
+        raise ValueError(f"{len(digests)} digests for {len(texts)} texts")
     ids, splits = _ids_and_splits(digests, validation_fraction)
-    return pa.table(
-        {"id": ids, "split": splits, "text": pa.chunked_array(blocks, pa.string())},
-        schema=TEXT_SCHEMA,
-    )
+    return pa.table({"id": ids, "split": splits, "text": texts}, schema=TEXT_SCHEMA)
 
 
 def text_split(table: pa.Table, split: str | None = None) -> list[str]:
@@ -216,16 +246,20 @@ def text_split(table: pa.Table, split: str | None = None) -> list[str]:
 
 def content_id(table: pa.Table, params: dict) -> str:
     """The snapshot id: a hash of the format, the parameters, the schema and the rows' ids
-    (themselves content hashes), splits and labels."""
+    (themselves content hashes), splits and labels (each column's values as text, joined by
+    \x1f; a missing label is `None`)."""
     h = hashlib.sha256()
     h.update(json.dumps({"format": FORMAT_VERSION, "params": params}, sort_keys=True).encode())
     h.update(str(table.schema).encode())
     for col in [c for c in ("id", "split", "label") if c in table.column_names]:
         h.update(col.encode())
         column = table.column(col)
-        for start in range(0, len(column), 8192):  # the values joined by \x1f, a block at a time
-            block = "\x1f".join(map(str, column.slice(start, 8192).to_pylist()))
-            h.update((("\x1f" if start else "") + block).encode())
+        if len(column) == 0:
+            continue
+        text = pc.cast(column, pa.string(), memory_pool=POOL)
+        values = pc.coalesce(text, "None", memory_pool=POOL).combine_chunks(memory_pool=POOL)
+        whole = pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values, pool=POOL)
+        h.update(pc.binary_join(whole, "\x1f", memory_pool=POOL)[0].as_buffer())
     return h.hexdigest()[:16]
 
 
@@ -239,26 +273,30 @@ def write_snapshot(
     params: dict,
     extra: dict | None = None,
     rows_per_part: int = 50_000,
+    sid: str | None = None,
 ) -> Snapshot:
-    """Publish `table` as a snapshot, or return the existing one with the same content."""
+    """Publish `table` as a snapshot, or return the existing one with the same content. `sid`:
+    `content_id(table, params)` when the caller has computed it already. Part files hold at most
+    `rows_per_part` rows and about PART_BYTES of Arrow data, and are written WRITERS at a time."""
     if table.num_rows == 0:
         raise SnapshotError(f"dataset {name!r} has no rows; nothing to snapshot")
-    sid = content_id(table, params)
+    sid = sid or content_id(table, params)
     final = datasets_root / name / sid
     if final.exists():
         log.info("snapshot %s/%s already exists; nothing written", name, sid)
         return Snapshot(sid, name, final, read_manifest(final), created=False)
 
-    # small row groups bound the writer's buffers (a list column's levels cost 4 bytes a value)
+    # small row groups bound the writer's buffers
     row_group_rows = max(1, ROW_GROUP_BYTES * table.num_rows // max(1, table.nbytes))
     counts = {s: 0 for s in SPLITS}
-    for s, c in zip(
-        *np.unique(table.column("split").to_numpy(zero_copy_only=False), return_counts=True),
-        strict=True,
-    ):
-        counts[str(s)] = int(c)
-    n_parts = -(-table.num_rows // rows_per_part)
+    for pair in pc.value_counts(table.column("split"), memory_pool=POOL).to_pylist():
+        counts[pair["values"]] = int(pair["counts"])
+    n_parts = max(-(-table.num_rows // rows_per_part), -(-table.nbytes // PART_BYTES))
     per_part = -(-table.num_rows // n_parts)  # balanced parts
+    n_parts = -(-table.num_rows // per_part)
+    # what reading and cleaning freed goes back to the OS before the writer allocates: Parquet's
+    # own buffers come from Arrow's default pool (mimalloc), which cannot reuse it
+    release_memory()
 
     def write_part(staging: Path, i: int) -> dict:
         part = f"part-{i:05d}.parquet"
@@ -269,6 +307,7 @@ def write_snapshot(
             compression="zstd",
             row_group_size=row_group_rows,
             use_dictionary=["split"],  # ids are unique, pixels are already bytes
+            write_statistics=[c for c in STATISTICS if c in table.column_names],
             memory_pool=POOL,
         )
         return {
@@ -280,7 +319,11 @@ def write_snapshot(
 
     try:
         with staged_dir(final) as staging:
-            files = [write_part(staging, i) for i in range(n_parts)]
+            if n_parts == 1:
+                files = [write_part(staging, 0)]
+            else:  # Parquet encoding and compression release the GIL
+                with ThreadPoolExecutor(min(WRITERS, n_parts)) as pool:
+                    files = list(pool.map(lambda i: write_part(staging, i), range(n_parts)))
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "id": sid,
@@ -346,6 +389,33 @@ def read_table(snapshot: Snapshot, verify: bool = True) -> pa.Table:
     return pa.concat_tables(parts)
 
 
+def pixel_values(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(values, lengths): the stored pixel values of every row, concatenated in row order, and
+    each row's number of values; a null row has none. The one reader of the pixel column, so the
+    only code that knows its layouts: format 3 fixed_size_binary (uint8 values, no copy for one
+    chunk), format 2 list<uint8>, format 1 list<float32> in [0, 1]."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    kind, n = column.type, len(column)
+    if pa.types.is_fixed_size_binary(kind):
+        width = kind.byte_width
+        if n == 0:
+            return np.empty(0, dtype=np.uint8), np.zeros(0, dtype=np.int64)
+        values = np.frombuffer(column.buffers()[1], np.uint8, n * width, column.offset * width)
+        lengths = np.full(n, width, dtype=np.int64)
+        if column.null_count:
+            valid = column.is_valid().to_numpy(zero_copy_only=False)
+            values, lengths[~valid] = values.reshape(n, width)[valid].reshape(-1), 0
+        return values, lengths
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        lengths = column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+        return column.flatten().to_numpy(zero_copy_only=False), lengths.astype(np.int64)
+    raise SnapshotError(
+        f"the pixel column holds {kind}, not a snapshot pixel layout (fixed_size_binary, "
+        f"list<uint8> or list<float>); ingest the images again"
+    )
+
+
 def image_arrays(table: pa.Table, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(pixels (N, C, H, W) float32 in [0, 1], labels (N,) int64) for one split or all rows."""
     if split is not None:
@@ -353,21 +423,15 @@ def image_arrays(table: pa.Table, split: str | None = None) -> tuple[np.ndarray,
     n = table.num_rows
     if n == 0:
         raise SnapshotError(f"split {split!r} is empty")
-    shape = {
-        (c, h, w)
-        for c, h, w in zip(
-            table.column("channels").to_pylist(),
-            table.column("height").to_pylist(),
-            table.column("width").to_pylist(),
-            strict=True,
-        )
-    }
+    dims = ("channels", "height", "width")
+    distinct = table.select(list(dims)).group_by(list(dims)).aggregate([]).to_pylist()
+    shape = {(r["channels"], r["height"], r["width"]) for r in distinct}
     if len(shape) != 1:
         raise SnapshotError(f"images have mixed shapes {sorted(shape)}; resize them at ingest")
     c, h, w = shape.pop()
-    flat = table.column("pixels").combine_chunks().flatten().to_numpy()
+    flat, _ = pixel_values(table.column("pixels"))
     pixels = flat.reshape(n, c, h, w).astype(np.float32)
-    if flat.dtype == np.uint8:  # format 2; format 1 stored float32 in [0, 1]
+    if flat.dtype == np.uint8:  # formats 2 and 3; format 1 stored float32 in [0, 1]
         pixels /= np.float32(255.0)
     labels = table.column("label").to_numpy(zero_copy_only=False).astype(np.int64)
     return pixels, labels

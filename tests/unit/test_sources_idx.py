@@ -142,5 +142,5 @@ def test_idx_pixels_stay_uint8_with_no_float_copy(tmp_path):
     data = load_path(tmp_path)
     assert data.pixels.dtype == np.uint8 and data.pixels.shape == (40, 1, 28, 28)
     assert np.array_equal(data.pixels[:, 0], np.concatenate([x_train, x_test]))
-    values = image_table(data).column("pixels").chunk(0).values
-    assert values.buffers()[1].address == data.pixels.ctypes.data  # the table uses those bytes
+    pixels = image_table(data).column("pixels").chunk(0)
+    assert pixels.buffers()[1].address == data.pixels.ctypes.data  # the table uses those bytes

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import json
+import sys
+import unicodedata
 from collections import Counter
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from aigc_core.data.files import DataSourceError
+from aigc_core.data import text as text_module
+from aigc_core.data.files import DataSourceError, read_lines
 from aigc_core.data.ingest import prepare, publish
 from aigc_core.data.snapshot import SnapshotError, read_table, text_split, text_table
-from aigc_core.data.text import clean_text, clean_texts, load_text, read_documents
+from aigc_core.data.text import (
+    DEFAULT_MAX_DOC_CHARS,
+    PHONE,
+    PHONE_CORE_RE2,
+    PHONE_SCAN,
+    clean_text,
+    clean_texts,
+    decode,
+    load_text,
+    read_documents,
+)
 
 
 def cleaned(text: str) -> tuple[str, Counter]:
@@ -130,3 +145,160 @@ def test_python_docs_snapshot_round_trip(tmp_path):
 def test_unknown_text_dataset_without_a_path(tmp_path):
     with pytest.raises(DataSourceError, match="unknown text dataset 'novels'"):
         load_text("novels")
+
+
+# --------------------------------------------------------------------------- the block paths
+# Cleaning and .txt reading run a block at a time on Arrow arrays; these compare them with the
+# one-document, one-line definitions (`clean_text`, and `read_lines` + `decode`) on random input.
+
+PIECES = [
+    "word", "Über", "café", "Cafe\u0301", "\u212b", "ﬁ", "Ｆｕｌｌ", "\uff20", "x", "_", ".", "-",
+    "+", "(", ")", " ", "  ", "\t", "\n", "\r", "\r\n", "\x00", "\x07", "\x1b", "\x85", "\x9f",
+    "\xa0", "\u3000", "\u2028", "@", "a.b@mail.example.org", "jane+x@ex.co", "555-123-4567",
+    "(020) 7946 0958", "+44 20 7946 0958", "+4420 7946 0958", "1999-2000", "3.11.2", "1234",
+    "12", "٣٤٥-٦٧٨-٩٠١٢", "5", "0", "<email>", "<phone>", "😀", "\u0300",
+]  # fmt: skip
+
+
+def random_docs(rng, n):
+    return ["".join(rng.choice(PIECES, size=rng.integers(0, 12))) for _ in range(n)]
+
+
+def reference_clean(docs, form="NFC"):
+    counts, seen, out = Counter(), set(), []
+    for doc in docs:
+        counts["documents_read"] += 1
+        text = clean_text(doc, form, counts)
+        if not text:
+            counts["empty_removed"] += 1
+        elif text in seen:
+            counts["duplicates_removed"] += 1
+        else:
+            seen.add(text)
+            out.append(text)
+    return out, counts
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFKC", "NFD"])
+def test_block_cleaning_matches_clean_text(form):
+    rng = np.random.default_rng(7)
+    docs = random_docs(rng, 3000)
+    docs += docs[:50]  # exact repeats
+    assert clean_texts(docs, form) == reference_clean(docs, form)
+
+
+def test_cleaning_a_block_of_clean_documents_changes_nothing():
+    docs = [
+        f"plain document number {chr(97 + i % 26)} with café and naïve words." for i in range(99)
+    ]
+    texts, counts = clean_texts(docs)
+    assert texts == docs[:26] and counts["duplicates_removed"] == 73
+    assert counts["emails_masked"] == counts["phones_masked"] == 0
+
+
+def test_the_fast_phone_pattern_matches_the_readable_one():
+    rng = np.random.default_rng(3)
+    alphabet = list("0123456789  .-+()_ax٣") + ["\u00e9", "12", "555", "+44", "(020)"]
+    texts = ["".join(rng.choice(alphabet, size=rng.integers(0, 30))) for _ in range(20_000)]
+    for text in texts:
+        assert PHONE_SCAN.subn("<phone>", text) == PHONE.subn("<phone>", text), repr(text)
+    # RE2 picks the documents to mask: every one PHONE masks holds its core
+    cores = pc.match_substring_regex(pa.array(texts), PHONE_CORE_RE2).to_pylist()
+    assert all(core for text, core in zip(texts, cores, strict=True) if PHONE.search(text))
+
+
+def test_nfc_leaves_every_character_below_u0300_alone():
+    # why a document without a UTF-8 lead byte >= 0xCC skips normalization
+    seconds = set()  # characters that can combine with the one before them
+    for c in range(0x110000):
+        parts = unicodedata.decomposition(chr(c)).split()
+        if len(parts) == 2 and not parts[0].startswith("<"):
+            seconds.add(int(parts[1], 16))
+    for c in range(0x300):
+        ch = chr(c)
+        assert unicodedata.normalize("NFC", ch) == ch and not unicodedata.combining(ch)
+        assert c not in seconds
+    assert min(0x1161, min(seconds)) >= 0x300  # Hangul vowels combine algorithmically
+
+
+def reference_txt(path, policy="reject", max_line=1 << 20):
+    """The line-by-line reader the block reader replaced."""
+    counts, docs, paragraph, size = Counter(), [], [], 0
+    for number, raw in enumerate(read_lines(path, max_line), start=1):
+        line = decode(raw, policy, f"{path}: line {number}", counts)
+        if line.strip():
+            paragraph.append(line)
+            size += len(line)
+            if size > DEFAULT_MAX_DOC_CHARS:
+                raise DataSourceError(
+                    f"{path}: the paragraph ending at line {number} is longer than "
+                    f"{DEFAULT_MAX_DOC_CHARS:,} characters; separate documents with blank lines"
+                )
+        elif paragraph:
+            docs.append("\n".join(paragraph))
+            paragraph, size = [], 0
+    if paragraph:
+        docs.append("\n".join(paragraph))
+    return docs, counts
+
+
+def outcome(read):
+    try:
+        return read()
+    except DataSourceError as e:
+        return str(e)
+
+
+LINES = [
+    b"", b"", b"plain line", b"caf\xc3\xa9 cr\xc3\xa8me", b"   ", b"\t", b"\xe3\x80\x80",
+    b"\xc2\xa0", b"trailing cr\r", b"two crs\r\r", b"\r", b"in\rside", b"  indented",
+    b"\xc2\x85", b"x" * 40, b"\xf0\x9f\x98\x80 emoji",
+]  # fmt: skip
+BAD = [b"caf\xe9", b"nul\x00byte", b"\xff\xfe", b"cut \xc3"]
+
+
+@pytest.mark.parametrize("block", [7, 64, 1 << 20])
+@pytest.mark.parametrize("policy", ["reject", "replace"])
+def test_the_txt_block_reader_matches_the_line_reader(tmp_path, monkeypatch, block, policy):
+    monkeypatch.setattr(text_module, "BLOCK_BYTES", block)
+    rng = np.random.default_rng(block)
+    for case in range(60):
+        lines = [LINES[i] for i in rng.integers(0, len(LINES), size=rng.integers(1, 30))]
+        if case % 3 == 0:
+            lines[int(rng.integers(len(lines)))] = BAD[case % len(BAD)]
+        end = [b"", b"\n", b"\r\n", b"\n\n"][case % 4]
+        f = tmp_path / f"case{case}.txt"
+        f.write_bytes(b"\n".join(lines) + end)
+        counts = Counter()
+        got = outcome(
+            lambda f=f, c=counts: (list(read_documents(f, bad_bytes=policy, counts=c)), c)
+        )
+        want = outcome(lambda f=f: reference_txt(f, policy))
+        if isinstance(want, str):
+            assert got == want, f.read_bytes()
+            continue
+        keys = ("invalid_utf8_replaced", "nul_bytes_removed")
+        assert got[0] == want[0], f.read_bytes()
+        assert {k: got[1][k] for k in keys} == {k: want[1][k] for k in keys}
+
+
+@pytest.mark.parametrize("block", [1000, 1 << 20])
+def test_long_lines_and_paragraphs_are_refused_where_the_line_reader_refuses_them(
+    tmp_path, monkeypatch, block
+):
+    monkeypatch.setattr(text_module, "BLOCK_BYTES", block)
+    cases = {
+        "line.txt": b"ok\n\n" + b"y" * 3000 + b"\nafter\n",
+        "partial.txt": b"ok\n\nfine\n" + b"z" * 3000,
+        "paragraph.txt": b"start\n" + (b"a" * 900 + b"\n") * 5 + b"\nnext\n",
+        "both.txt": (b"b" * 900 + b"\n") * 3 + b"c" * 2000 + b"\n",
+    }
+    monkeypatch.setattr(text_module, "DEFAULT_MAX_DOC_CHARS", 2500)
+    for name, content in cases.items():
+        f = tmp_path / name
+        f.write_bytes(content)
+        with monkeypatch.context() as m:
+            m.setattr(sys.modules[__name__], "DEFAULT_MAX_DOC_CHARS", 2500)
+            want = outcome(lambda f=f: reference_txt(f, max_line=1500))
+        got = outcome(lambda f=f: (list(read_documents(f, max_line_bytes=1500)), Counter()))
+        assert isinstance(want, str) and got == want, name
