@@ -2,8 +2,9 @@
 
 The model is the seed's DCGAN generator (width 128, 28x28x1) with seeded random weights;
 throughput does not depend on the weights. The project's path is
-`aigc_core.generation.images.generate_images`: inference mode, batches of 512, the generator's
-inference form (BatchNorm folded, bf16 channels-last weights where the CPU has bf16). The
+`aigc_core.generation.images.generate_images`: inference mode, batches of 256 on one thread per
+core, the generator's inference form (BatchNorm folded, bf16 channels-last weights where the CPU
+has bf16). The
 baseline is what the seed did: one latent at a time through an fp32 copy of the same generator.
 For context it reports the generator's GFLOP/s (FLOPs counted by torch's FlopCounterMode) next to
 a bf16 (or fp32) 4096x4096 matmul measured in the same run, this CPU's practical peak. Ends with
@@ -47,7 +48,7 @@ def best_rate(fn, n: int, repeats: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=4096, help="images per batched run")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--baseline-n", type=int, default=128, help="images per one-at-a-time run")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

@@ -26,7 +26,7 @@ class ImageGenerator(PythonModel):
 
         self.generator = load_model(context.artifacts["weights"], context.artifacts["config"])
 
-    def generate(self, n: int, seed: int, batch_size: int = 512, on_batch=None) -> np.ndarray:
+    def generate(self, n: int, seed: int, batch_size: int = 256, on_batch=None) -> np.ndarray:
         """n images (n, C, H, W) float32 in [0, 1]; the same (n, seed) gives the same images."""
         from aigc_core.generation.images import generate_images
 
