@@ -1,7 +1,8 @@
 """`aigc ingest` and `aigc datasets`: the data layer's commands.
 
-`ingest` runs in-process without Prefect or MLflow (seconds, no server): it reads the source,
-checks the data contract on the in-memory table and publishes the snapshot only if it passes.
+`ingest` runs the ingest task's work (`tasks.data.ingest_gated`) in-process, without a Prefect
+run or MLflow (seconds, no server): it reads the source, checks the data contract on the
+in-memory table and publishes the snapshot only if it passes.
 """
 
 from __future__ import annotations
@@ -59,20 +60,16 @@ def ingest(
     if not verbose:  # contract warnings are printed below, once, in the CLI's own words
         logging.getLogger("data_contracts").setLevel(logging.ERROR)
     from aigc_core.data.files import DataSourceError
-    from aigc_core.data.ingest import prepare, publish
     from aigc_core.data.snapshot import SnapshotError
 
     with err.status("loading the data contracts...", spinner="dots"):
-        from data_contracts import ContractViolation, results_dir, validate_snapshot
-
-    reports = []
-
-    def gate(table, manifest):
-        reports.append(validate_snapshot(table, manifest, results_dir=results_dir(h.root)))
+        from data_contracts import ContractViolation
+        from tasks.data import ingest_gated
 
     try:
         with progress_bars(transient=True):
-            prepared = prepare(
+            snap, report = ingest_gated(
+                h,
                 dataset,
                 path=path,
                 kind=kind,
@@ -81,9 +78,7 @@ def ingest(
                 mode=mode,
                 text_column=text_column,
                 bad_bytes=bad_bytes,
-                downloads=h.root / "downloads",
             )
-            snap = publish(prepared, h.datasets, gate=gate)
     except DataSourceError as e:
         raise _fail(f"ingest {dataset}: {e}\nNothing was written.") from None
     except ContractViolation as e:
@@ -106,8 +101,8 @@ def ingest(
         "rows": m["num_rows"],
         "splits": m["splits"],
         "created": snap.created,
-        "data_docs": reports[0].data_docs if reports else None,
-        "warnings": [c.describe() for r in reports for c in r.warnings],
+        "data_docs": report.data_docs if report else None,
+        "warnings": [c.describe() for c in report.warnings] if report else [],
     }
     if as_json:
         print(json.dumps(result, sort_keys=True))

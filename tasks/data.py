@@ -17,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from aigc_core import progress
 from aigc_core.data.ingest import prepare, publish
-from aigc_core.data.snapshot import find_snapshot, read_table
+from aigc_core.data.snapshot import Snapshot, find_snapshot, read_table
 from aigc_core.paths import Home
 from data_contracts import ContractViolation, ValidationReport, results_dir, validate_snapshot
 from tasks import mlflow_adapter
@@ -72,6 +72,30 @@ def _record(report: ValidationReport, home: Home, stage: str) -> None:
             mlflow_adapter.log_artifact(run_id, page, "data_contract")
 
 
+def ingest_gated(
+    h: Home, dataset: str, *, on_violation=None, **options
+) -> tuple[Snapshot, ValidationReport | None]:
+    """Read and preprocess a dataset, check its contract on the in-memory table, and publish
+    the snapshot only if it passes (idempotent by content): what the ingest task and
+    `aigc ingest` both run. options: `aigc_core.data.ingest.prepare`'s. Returns the snapshot and
+    the contract's report (None when the same snapshot existed and nothing was checked).
+    Raises DataSourceError (bad input) or ContractViolation (after `on_violation(report)`);
+    either way nothing is written."""
+    prepared = prepare(dataset, downloads=h.root / "downloads", **options)
+    reports: list[ValidationReport] = []
+
+    def gate(table, manifest):
+        try:
+            reports.append(validate_snapshot(table, manifest, results_dir=validations_dir(h)))
+        except ContractViolation as e:
+            if on_violation is not None:
+                on_violation(e.report)
+            raise
+
+    snap = publish(prepared, h.datasets, gate=gate)
+    return snap, (reports[0] if reports else None)
+
+
 @task(name="ingest", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_on_io)
 def ingest(
     dataset: str,
@@ -89,8 +113,10 @@ def ingest(
     publish it as a snapshot (idempotent by content). Bad data raises; nothing is written."""
     progress.report("ingest", 0, 1)
     h = Home.resolve(home).ensure()
-    prepared = prepare(
+    snap, _ = ingest_gated(
+        h,
         dataset,
+        on_violation=lambda report: _record(report, h, "ingest"),
         path=path,
         kind=kind,
         validation_fraction=validation_fraction,
@@ -98,17 +124,7 @@ def ingest(
         mode=mode,
         text_column=text_column,
         bad_bytes=bad_bytes,
-        downloads=h.root / "downloads",
     )
-
-    def gate(table, manifest):
-        try:
-            return validate_snapshot(table, manifest, results_dir=validations_dir(h))
-        except ContractViolation as e:
-            _record(e.report, h, "ingest")
-            raise
-
-    snap = publish(prepared, h.datasets, gate=gate)
     progress.report("ingest", 1, 1)
     return {
         "snapshot_id": snap.id,
