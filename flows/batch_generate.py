@@ -76,34 +76,9 @@ def task_runner(dask_address: str | None = None, dask_local: int | None = None):
 
 
 def run_batch_generate(
-    model: str,
-    n: int,
-    shards: int | None = None,
-    seed: int = 0,
-    policy_file: str | None = None,
-    prompt_file: str | None = None,
-    home: str | None = None,
-    dask_address: str | None = None,
-    dask_local: int | None = None,
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    max_new_tokens: int | None = None,
-    stop: list[str] | None = None,
+    *, dask_address: str | None = None, dask_local: int | None = None, **params
 ) -> dict:
-    """Run the flow with the task runner the Dask options ask for."""
+    """Run the flow (params: its parameters, by name) with the task runner the Dask options
+    ask for."""
     runner = task_runner(dask_address, dask_local)
-    return batch_generate.with_options(task_runner=runner)(
-        model=model,
-        n=n,
-        shards=shards,
-        seed=seed,
-        policy_file=policy_file,
-        prompt_file=prompt_file,
-        home=home,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        stop=stop,
-    )
+    return batch_generate.with_options(task_runner=runner)(**params)
