@@ -36,14 +36,14 @@ PRESETS: dict[str, dict[str, tuple[LMConfig, TrainConfig]]] = {
         ),
         "cpu": (
             CharLSTMConfig(vocab="", embed_dim=64, hidden=256, block_size=64, dropout=0.1),
-            TrainConfig(
+            TrainConfig(  # 1.5 minutes on 2 cores (benchmarks/lm_convergence.py)
                 batch_size=32,
-                steps=600,
+                steps=1500,
                 lr=4e-3,
                 warmup_steps=20,
-                log_every=50,
+                log_every=100,
                 eval_batches=8,
-                checkpoint_every=200,
+                checkpoint_every=500,
             ),
         ),
         "gpu": (
@@ -68,15 +68,15 @@ PRESETS: dict[str, dict[str, tuple[LMConfig, TrainConfig]]] = {
             TransformerConfig(
                 vocab="", block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0
             ),
-            TrainConfig(
+            TrainConfig(  # 2 minutes on 2 cores (benchmarks/lm_convergence.py)
                 batch_size=32,
-                steps=600,
+                steps=1500,
                 lr=2e-3,
                 warmup_steps=50,
                 weight_decay=0.1,
-                log_every=50,
+                log_every=100,
                 eval_batches=8,
-                checkpoint_every=200,
+                checkpoint_every=500,
             ),
         ),
         "gpu": (
