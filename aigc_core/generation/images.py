@@ -10,18 +10,22 @@ On the CPU, batches run on as many threads as torch has intra-op threads, each b
 intra-op thread: a core per batch instead of every core splitting each operator (8% more
 images/s for the seed's generator on the project's 2-core CPU, benchmarks/generate_throughput.py;
 the images are bitwise the same). Torch's thread count is process-wide, so it is lowered for the
-duration of the call and restored after.
+duration of the call and restored after, and such calls take turns (a served model may get
+concurrent requests).
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 from aigc_core.training.device import autocast, bf16_supported
+
+_THREADS = threading.Lock()  # held while a call has lowered torch's thread count
 
 
 def latents(n: int, z_dim: int, seed: int) -> torch.Tensor:
@@ -66,6 +70,8 @@ def generate_images(
     out = []
     with contextlib.ExitStack() as stack:
         if workers > 1:
+            stack.enter_context(_THREADS)
+            threads = torch.get_num_threads()  # another call may have finished meanwhile
             torch.set_num_threads(1)
             stack.callback(torch.set_num_threads, threads)
             batches = stack.enter_context(ThreadPoolExecutor(workers)).map(run, starts)

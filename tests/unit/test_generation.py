@@ -30,6 +30,28 @@ def tiny_generator():
 # --- images ---------------------------------------------------------------------------------
 
 
+def test_parallel_batches_equal_sequential_and_restore_the_thread_count(tiny_generator):
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = torch.get_num_threads()
+    one = generate_images(tiny_generator, 40, seed=2, batch_size=4, workers=1, bf16=False)
+    many = generate_images(tiny_generator, 40, seed=2, batch_size=4, workers=3, bf16=False)
+    np.testing.assert_array_equal(one, many)  # the same images, in order
+    assert torch.get_num_threads() == threads
+    with ThreadPoolExecutor(4) as ex:  # concurrent callers, as a served model may have
+        runs = list(
+            ex.map(
+                lambda _: generate_images(
+                    tiny_generator, 40, seed=2, batch_size=4, workers=2, bf16=False
+                ),
+                range(4),
+            )
+        )
+    for r in runs:
+        np.testing.assert_array_equal(r, one)
+    assert torch.get_num_threads() == threads
+
+
 def test_images_are_seeded_and_independent_of_batch_size(tiny_generator):
     a = generate_images(tiny_generator, 10, seed=3, batch_size=10, bf16=False)
     b = generate_images(tiny_generator, 10, seed=3, batch_size=3, bf16=False)
