@@ -152,6 +152,7 @@ class InferenceGenerator(nn.Module):
       computed once (on every device: it is the slow case for oneDNN, and fine elsewhere).
     """
 
+    @torch.no_grad()  # plain tensors, not parts of the generator's autograd graph
     def __init__(self, g: Generator, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.cfg, self.dtype = g.cfg, dtype
@@ -167,7 +168,6 @@ class InferenceGenerator(nn.Module):
         last: nn.Conv2d = net[13]  # (C, W, 5, 5), padding 2
         self.k = last.kernel_size[0]
         self.taps = _taps(last.weight).to(dtype).contiguous(memory_format=torch.channels_last)
-        self.requires_grad_(False)
 
     @torch.no_grad()
     def forward(self, z: torch.Tensor) -> torch.Tensor:
