@@ -6,9 +6,6 @@ buffers of an Arrow string array.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import hashlib
 import logging
 import os
@@ -116,24 +113,3 @@ def string_buffers(array: pa.Array) -> tuple[pa.Buffer | bytes, np.ndarray]:
         return b"", np.zeros(n + 1, dtype=np.int64)
     at = np.frombuffer(offsets, kind, n + 1, array.offset * np.dtype(kind).itemsize)
     return (data if data is not None else b""), at.astype(np.int64)
-
-
-@functools.cache
-def _malloc_trim():
-    """glibc's malloc_trim, or None where the C library has none."""
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def release_memory() -> None:
-    """Give the memory freed so far back to the OS, so a stage's transients (Arrow's system pool
-    and Python's large objects both live on the C heap) do not add to the next stage's peak.
-    Arrow's `release_unused` trims only the top of the heap; glibc's malloc_trim(0) also returns
-    free pages in its middle."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-    else:
-        POOL.release_unused()

@@ -37,11 +37,11 @@ from aigc_core.atomic import sha256_file, staged_dir
 from aigc_core.data.files import (
     POOL,
     DataSourceError,
-    release_memory,
     sha256_rows,
     string_buffers,
 )
 from aigc_core.data.sources import ImageData
+from aigc_core.memory import release_memory
 
 log = logging.getLogger(__name__)
 

@@ -48,12 +48,12 @@ from aigc_core.data.files import (
     POOL,
     DataSourceError,
     read_lines,
-    release_memory,
     require_exists,
     sha256_rows,
     string_buffers,
     walk_files,
 )
+from aigc_core.memory import release_memory
 
 log = logging.getLogger(__name__)
 
