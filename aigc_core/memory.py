@@ -4,9 +4,9 @@ glibc both calls do nothing but what the comments say.
 
 - Repeated large tensors (inference batches): by default glibc gives every allocation over
   32 MiB its own mmap and hands freed memory at the top of the heap back to the OS, so each batch
-  of the seed's DCGAN touched ~80 MB of fresh pages: 320,000 page faults per 4,096 images, and
-  1,330 to 1,430 images/s instead of 1,600 to 1,690 (benchmarks/generate_throughput.py).
-  `keep_freed_memory` makes the process keep what it frees for reuse.
+  of 256 from the seed's DCGAN touched ~80 MB of fresh pages: 320,000 page faults per 4,096
+  images. `keep_freed_memory` makes the process keep what it frees for reuse: under 10,000 faults,
+  and 1,542 to 1,636 images/s instead of 1,403 to 1,516 (benchmarks/generate_throughput.py).
 - Staged data work (ingest): `release_memory` gives back what a stage freed before the next one
   allocates, so the stages' transients do not add up to the peak.
 """
