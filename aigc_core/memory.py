@@ -1,6 +1,6 @@
 """The C heap, where torch's CPU tensors and Arrow's system pool live: glibc's malloc tuned for
 the two kinds of work, through its documented knobs (mallopt, malloc_trim). Elsewhere than on
-glibc both calls do nothing but what the comments say.
+glibc, `keep_freed_memory` does nothing and `release_memory` trims Arrow's system pool.
 
 - Repeated large tensors (inference batches): by default glibc gives every allocation over
   32 MiB its own mmap and hands freed memory at the top of the heap back to the OS, so each batch
@@ -45,14 +45,12 @@ def keep_freed_memory() -> bool:
     libc = _libc()
     if libc is None:
         return False
-    ok = all(
-        libc.mallopt(param, value) == 1
-        for param, value in (
-            (M_MMAP_THRESHOLD, KEEP_BYTES),
-            (M_TRIM_THRESHOLD, KEEP_BYTES),
-            (M_TOP_PAD, TOP_PAD_BYTES),
-        )
+    settings = (
+        (M_MMAP_THRESHOLD, KEEP_BYTES),
+        (M_TRIM_THRESHOLD, KEEP_BYTES),
+        (M_TOP_PAD, TOP_PAD_BYTES),
     )
+    ok = all([libc.mallopt(param, value) == 1 for param, value in settings])  # each one tried
     log.debug("malloc keeps freed memory for reuse: %s", ok)
     return ok
 
