@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from aigc import embedded
 from aigc_core.paths import Home
 
 app = typer.Typer(
@@ -83,6 +84,21 @@ def open_home(home: Path | None, verbose: bool) -> Home:
         raise _fail(f"cannot use {h.root} as the aigc home: {e}", 2) from None
     _settings(h, verbose)
     return h
+
+
+def start_prefect(home: Home) -> None:
+    """Start the embedded Prefect server (served mode: nothing), before the heavy imports."""
+    try:
+        embedded.start(home)
+    except embedded.EmbeddedServerError as e:
+        raise _fail(str(e)) from None
+
+
+def wait_for_prefect() -> None:
+    try:
+        embedded.wait()
+    except embedded.EmbeddedServerError as e:
+        raise _fail(str(e)) from None
 
 
 @contextlib.contextmanager
@@ -161,9 +177,12 @@ def run(
     except ValueError as e:
         raise _fail(str(e), 2) from None
 
-    with err.status("starting Prefect and MLflow...", spinner="dots"):
+    start_prefect(h)
+    with err.status(embedded.starting_message(), spinner="dots"):
         from data_contracts import ContractViolation
         from flows.nightly import nightly_retrain
+
+        wait_for_prefect()
 
     try:
         with progress_bars():

@@ -9,7 +9,17 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from aigc.cli import _fail, app, err, open_home, out, progress_bars
+from aigc import embedded
+from aigc.cli import (
+    _fail,
+    app,
+    err,
+    open_home,
+    out,
+    progress_bars,
+    start_prefect,
+    wait_for_prefect,
+)
 
 SAMPLING_FLAGS = {
     "max_new_tokens": "--max-new-tokens",
@@ -107,8 +117,11 @@ def generate(
         flag = SAMPLING_FLAGS.get(str(e).split()[0], "sampling options")
         raise _fail(f"{flag}: {e}", 2) from None
 
-    with err.status("starting Prefect and MLflow...", spinner="dots"):
+    start_prefect(h)
+    with err.status(embedded.starting_message(), spinner="dots"):
         from flows.batch_generate import run_batch_generate
+
+        wait_for_prefect()
 
     try:
         with progress_bars():
