@@ -2,10 +2,13 @@
 
 `aigc up` starts them, `aigc deploy` registers the deployments, and runs are triggered with
 `prefect deployment run`, as a user would. Services are stopped at the end, even on failure.
+The servers are closed to anyone without the home's credentials, a web page in the user's
+browser included (the first tests); the deployment runs go through with them.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -14,6 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -66,18 +72,40 @@ def trigger(home, ep, deployment: str, *params: str, watch: bool = False):
     return prefect(home, ep, *args)
 
 
-def flow_runs(ep) -> list[dict]:
-    """All flow runs, read from the Prefect REST API."""
-    import urllib.request
+def http(method: str, url: str, headers: dict | None = None, body=None):
+    """(status, lower-cased headers, body) of one request; error statuses are answers too."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, method=method, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
-    req = urllib.request.Request(
-        f"{ep.prefect_api_url}/flow_runs/filter",
-        method="POST",
-        data=json.dumps({"limit": 200}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
+
+def basic(credentials: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+
+
+def prefect_api(home, ep, method: str, path: str, body=None):
+    """An authenticated Prefect API call, with a CSRF token on writes (as the UI makes it)."""
+    headers = {**basic(services.read_secrets(home).prefect_auth_string)}
+    headers["Content-Type"] = "application/json"
+    if method != "GET":
+        client = str(uuid.uuid4())
+        status, _, token = http("GET", f"{ep.prefect_api_url}/csrf-token?client={client}", headers)
+        assert status == 200, token
+        headers["Prefect-Csrf-Token"] = json.loads(token)["token"]
+        headers["Prefect-Csrf-Client"] = client
+    status, _, data = http(method, ep.prefect_api_url + path, headers, body)
+    return status, json.loads(data) if data else None
+
+
+def flow_runs(home, ep) -> list[dict]:
+    """All flow runs, read from the Prefect REST API."""
+    status, runs = prefect_api(home, ep, "POST", "/flow_runs/filter", {"limit": 200})
+    assert status == 200, runs
+    return runs
 
 
 def mlflow_client(ep):
@@ -94,6 +122,144 @@ def wait_for(pred, timeout: float, what: str, every: float = 2.0):
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+EVIL = "http://evil.example"
+
+
+def assert_refused(answer, what: str) -> None:
+    status, headers, body = answer
+    assert status in (401, 403), f"{what} was let in: {status} {body[:200]!r}"
+    assert headers.get("access-control-allow-origin") not in ("*", EVIL), (what, headers)
+
+
+def test_served_mode_refuses_a_forged_cross_origin_request(served, tmp_path):
+    """Issue 13: a web page in the user's browser could POST a flow, a deployment whose pull
+    step runs a shell script, and a flow run of it, to the unauthenticated Prefect API."""
+    home, ep = served
+    api = ep.prefect_api_url
+    forged = {"Origin": EVIL, "Content-Type": "application/json"}
+    runs_before = {r["id"] for r in flow_runs(home, ep)}
+    status, nightly = prefect_api(home, ep, "GET", "/deployments/name/nightly-retrain/nightly")
+    assert status == 200, nightly
+    marker = tmp_path / "pwned"
+    deployment = {
+        "name": "pwn",
+        "flow_id": nightly["flow_id"],
+        "work_pool_name": services.POOL,
+        "pull_steps": [
+            {"prefect.deployments.steps.run_shell_script": {"script": f"touch {marker}"}}
+        ],
+    }
+
+    # the issue's request, then the rest of the attack, each as a page would send it, and
+    # with a made-up CSRF token or a wrong auth string
+    attempts = {
+        "POST /flows/": ("/flows/", {"name": "p"}),
+        "POST /deployments/": ("/deployments/", deployment),
+        "POST create_flow_run": (f"/deployments/{nightly['id']}/create_flow_run", {}),
+    }
+    for what, (path, body) in attempts.items():
+        assert_refused(http("POST", api + path, forged, body), what)
+        wrong = {**forged, **basic("aigc:guessed")}
+        status, _, _ = http("POST", api + path, wrong, body)
+        assert status in (401, 403), what
+        made_up = {**forged, "Prefect-Csrf-Token": "x", "Prefect-Csrf-Client": "evil"}
+        status, _, _ = http("POST", api + path, made_up, body)
+        assert status in (401, 403), what
+    # without credentials there is no CSRF token to be had either
+    assert_refused(http("GET", f"{api}/csrf-token?client=evil", {"Origin": EVIL}), "csrf-token")
+    # a browser asks first (content-type JSON is not a simple request): CORS says no
+    status, headers, _ = http(
+        "OPTIONS",
+        f"{api}/flows/",
+        {
+            "Origin": EVIL,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,authorization",
+        },
+    )
+    assert status == 400 and "access-control-allow-origin" not in headers, (status, headers)
+
+    # nothing was created: no flow, no deployment, no flow run (the scheduler's own runs of
+    # the nightly cron aside), and the script never ran
+    assert prefect_api(home, ep, "GET", "/flows/name/p")[0] == 404
+    status, deployments = prefect_api(home, ep, "POST", "/deployments/filter", {"limit": 200})
+    assert status == 200 and "pwn" not in {d["name"] for d in deployments}
+    new_runs = [
+        r for r in flow_runs(home, ep) if r["id"] not in runs_before and not r.get("auto_scheduled")
+    ]
+    assert new_runs == []
+    assert not marker.exists()
+
+
+def test_served_mode_lets_its_own_ui_and_clients_in(served):
+    home, ep = served
+    api = ep.prefect_api_url
+    # the UI is told to ask for the auth string and to send CSRF tokens
+    status, _, body = http("GET", f"{ep.prefect_ui_url}/ui-settings")
+    settings = json.loads(body)
+    assert status == 200 and settings["auth"] == "BASIC" and settings["csrf_enabled"]
+    # its origin passes CORS, and its credentialed write goes through
+    own = {
+        "Origin": ep.prefect_ui_url,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,authorization,prefect-csrf-token",
+    }
+    status, headers, _ = http("OPTIONS", f"{api}/flows/filter", own)
+    assert status == 200 and headers["access-control-allow-origin"] == ep.prefect_ui_url
+    assert prefect_api(home, ep, "POST", "/flows/filter", {"limit": 1})[0] == 200
+
+    # the secrets are the owner's only, and a second `aigc up` keeps them
+    folder = services.state_dir(home)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    for f in (services.secrets_file(home), services.env_file(home)):
+        assert f.stat().st_mode & 0o777 == 0o600, f
+    before = services.read_secrets(home)
+    prefect_port = int(ep.prefect_ui_url.rsplit(":", 1)[1])
+    assert services.up(home, prefect_port, ep.mlflow_port) == ep
+    assert services.read_secrets(home) == before
+
+    # `source env.sh` is all a shell needs for `prefect deployment run` and friends
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    clean["PREFECT_HOME"] = str(home.prefect_home)
+    inspect = f"{BIN / 'prefect'} work-pool inspect {services.POOL}"
+    p = subprocess.run(
+        ["bash", "-c", f"source {services.env_file(home)} && {inspect}"],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=home.root,
+    )
+    assert p.returncode == 0 and services.POOL in p.stdout, p.stdout + p.stderr
+    # and without it, the CLI is refused
+    p = subprocess.run(
+        [str(BIN / "prefect"), "work-pool", "inspect", services.POOL],
+        env={**clean, "PREFECT_API_URL": api},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=home.root,
+    )
+    assert p.returncode != 0 and "401" in p.stdout + p.stderr
+
+
+def test_the_mlflow_server_refuses_foreign_hosts_and_origins(served):
+    home, ep = served
+    search = f"{ep.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
+    create = f"{ep.mlflow_url}/api/2.0/mlflow/experiments/create"
+    json_body = {"Content-Type": "application/json"}
+    # DNS rebinding: a page of evil.example resolved to 127.0.0.1 sends its own Host
+    for host in ("evil.example", f"evil.example:{ep.mlflow_port}", f"10.0.0.1:{ep.mlflow_port}"):
+        status, _, _ = http("GET", search, {"Host": host})
+        assert status == 403, host
+        status, _, _ = http("POST", create, {**json_body, "Host": host}, {"name": "pwn"})
+        assert status == 403, host
+    # a cross-origin write from a page
+    assert_refused(http("POST", create, {**json_body, "Origin": EVIL}, {"name": "pwn"}), "create")
+    assert mlflow_client(ep).get_experiment_by_name("pwn") is None
+    assert http("GET", search)[0] == 200  # our own clients still read
 
 
 def test_nightly_deployment_run_promotes_and_writes_a_batch(served):
@@ -130,13 +296,13 @@ def test_nightly_deployment_run_promotes_and_writes_a_batch(served):
 
 def test_four_triggers_run_one_at_a_time_and_none_is_lost(served):
     home, ep = served
-    before = {r["id"] for r in flow_runs(ep)}
+    before = {r["id"] for r in flow_runs(home, ep)}
     for _ in range(4):
         p = trigger(home, ep, "nightly-retrain/nightly", "preset=smoke", "n_generate=16")
         assert p.returncode == 0, p.stdout + p.stderr
 
     def new_runs():
-        return [r for r in flow_runs(ep) if r["id"] not in before]
+        return [r for r in flow_runs(home, ep) if r["id"] not in before]
 
     def all_final():
         runs = new_runs()
@@ -197,7 +363,7 @@ def test_a_run_killed_by_sigkill_crashes_and_frees_the_concurrency_slot(served):
     os.kill(pid, signal.SIGKILL)
 
     def state():
-        return {r["id"]: r["state_type"] for r in flow_runs(ep)}.get(run_id)
+        return {r["id"]: r["state_type"] for r in flow_runs(home, ep)}.get(run_id)
 
     # the worker sees its child die and marks the run Crashed, which releases the slot
     assert wait_for(lambda: state() in ("CRASHED", "FAILED") and state(), 120, "a crashed run")
@@ -224,7 +390,7 @@ def test_cancelling_a_deployed_run_reaches_the_trainer_which_checkpoints(served)
     assert p.returncode == 0, p.stdout + p.stderr
 
     def state():
-        return {r["id"]: r["state_type"] for r in flow_runs(ep)}.get(flow_run_id)
+        return {r["id"]: r["state_type"] for r in flow_runs(home, ep)}.get(flow_run_id)
 
     final = wait_for(
         lambda: state() in ("CANCELLED", "FAILED", "CRASHED") and state(), 180, "the cancel"
@@ -234,3 +400,38 @@ def test_cancelling_a_deployed_run_reaches_the_trainer_which_checkpoints(served)
     # marked unfinished so the next nightly run continues it
     assert list(checkpoints.glob("ckpt-*.pt"))
     assert pointer.exists()
+
+
+def test_mlflow_auth_refuses_anonymous_requests_and_lets_the_client_in(tmp_path, monkeypatch):
+    """`aigc up --mlflow-auth`: MLflow's basic-auth app, its admin password generated (never
+    MLflow's old default) and its user database under the home's services folder."""
+    home = Home(tmp_path / "home").ensure()
+    ep = services.Endpoints.on(free_port(), free_port(), mlflow_auth=True)
+    secrets = services.ensure_secrets(home)
+    try:
+        services.start_mlflow(home, ep, timeout=180)
+        create = f"{ep.mlflow_url}/api/2.0/mlflow/experiments/create"
+        search = f"{ep.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
+        json_body = {"Content-Type": "application/json"}
+        assert http("GET", search)[0] == 401
+        assert http("POST", create, json_body, {"name": "anon"})[0] == 401
+        # MLflow's old default admin, and a wrong password for ours (each check costs a hash)
+        for creds in ("admin:password1234", f"{services.MLFLOW_ADMIN}:password1234"):
+            assert http("POST", create, {**json_body, **basic(creds)}, {"name": "anon"})[0] == 401
+        # the clients' credentials come from service_env, as the worker's flow runs get them
+        env = services.service_env(home, ep)
+        assert env["MLFLOW_TRACKING_USERNAME"] == services.MLFLOW_ADMIN
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", env["MLFLOW_TRACKING_USERNAME"])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", env["MLFLOW_TRACKING_PASSWORD"])
+        client = mlflow_client(ep)
+        client.get_experiment(client.create_experiment("with-credentials"))
+        assert client.get_experiment_by_name("anon") is None
+        # still refused from a foreign origin, credentials or not
+        admin = basic(f"{services.MLFLOW_ADMIN}:{secrets.mlflow_password}")
+        status, _, _ = http("POST", create, {**json_body, **admin, "Origin": EVIL}, {"name": "x"})
+        assert status == 403
+        db = services.state_dir(home) / "mlflow-auth.db"
+        assert db.exists() and not (home.root / "basic_auth.db").exists()
+        assert secrets.mlflow_password not in services.mlflow_auth_config(home).read_text()
+    finally:
+        services.stop(home, "mlflow")
