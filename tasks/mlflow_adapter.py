@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -22,8 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from aigc_core import names
 from aigc_core.paths import Home
 from aigc_core.serving import pyfunc_file
+from aigc_core.serving.environment import model_environment, stage_code
 
 log = logging.getLogger(__name__)
 
@@ -129,31 +132,30 @@ def log_model(
     input_example: pd.DataFrame,
     output_example: pd.DataFrame,
 ) -> str:
-    """Log a pyfunc model from code; returns its URI."""
+    """Log a pyfunc model from code; returns its URI.
+
+    The model carries what it needs to load where this project is not installed (`mlflow models
+    serve` with a virtualenv, `mlflow models build-docker`): the project modules its file imports
+    as code (`code/aigc_core/`) and pinned requirements for the third-party packages they import,
+    never this project's distribution (see `aigc_core.serving.environment`)."""
     mlflow = _mlflow()
     from mlflow.models import infer_signature
 
+    pyfunc = pyfunc_file(family)
+    env = model_environment(pyfunc)
     sig = infer_signature(input_example, output_example)
-    with mlflow.start_run(run_id=run_id):
+    with tempfile.TemporaryDirectory() as staging, mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(pyfunc_file(family)),
+            python_model=str(pyfunc),
             artifacts={k: str(v) for k, v in artifacts.items()},
+            code_paths=[str(stage_code(env.modules, Path(staging)))],
             signature=sig,
             input_example=input_example,
-            pip_requirements=_pip_requirements(),
+            pip_requirements=list(env.requirements),
         )
     client().update_run(run_id, status="RUNNING")
     return info.model_uri
-
-
-def _pip_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [
-        f"{p}=={version(p)}"
-        for p in ("mlflow", "torch", "safetensors", "numpy", "pandas", "pillow")
-    ] + ["aigc-pipeline"]
 
 
 def register(model_uri: str, name: str, tags: dict[str, str]) -> str:
@@ -206,13 +208,32 @@ def get_version(name: str, version: str) -> Version | None:
     return Version(mv.name, str(mv.version), mv.run_id or "", dict(mv.tags or {}))
 
 
+def _all_pages(search) -> list:
+    """Every result of a paged MLflow search: `search(page_token)` returns one page."""
+    items, token = [], None
+    while True:
+        page = search(token)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items
+
+
 def list_models() -> list[dict]:
-    """Every registered model with its aliases and versions (newest first), tags included."""
+    """Every registered model with its aliases and versions (newest first), tags included.
+
+    Versions come from one unfiltered search grouped by name: no filter string is built from a
+    model's name, so a name MLflow's filter syntax cannot quote (e.g. one holding both quote
+    characters, registered before names were checked) cannot break the listing of the others."""
     c = client()
+    by_name: dict[str, list] = {}
+    for mv in _all_pages(lambda t: c.search_model_versions(page_token=t)):
+        by_name.setdefault(mv.name, []).append(mv)
     out = []
-    for rm in sorted(c.search_registered_models(), key=lambda m: m.name):
+    models = _all_pages(lambda t: c.search_registered_models(page_token=t))
+    for rm in sorted(models, key=lambda m: m.name):
         aliases = {a: str(v) for a, v in (rm.aliases or {}).items()}  # alias -> version
-        versions = c.search_model_versions(f"name='{rm.name}'")
+        versions = by_name.get(rm.name, [])
         out.append(
             {
                 "name": rm.name,
@@ -238,9 +259,17 @@ def run_metrics(run_id: str) -> dict[str, float]:
 
 
 def load_python_model(uri: str):
-    """Load a pyfunc model by URI and return our PythonModel instance (with `.generate`)."""
+    """Load a pyfunc model by URI and return our PythonModel instance (with `.generate`).
+
+    MLflow puts the model's `code/` folder first on `sys.path` for good. In this process the
+    project's `aigc_core`, imported already, is the one used, so the path is put back rather than
+    grow by a folder per load."""
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
-    return _mlflow().pyfunc.load_model(uri).unwrap_python_model()
+    path = list(sys.path)
+    try:
+        return _mlflow().pyfunc.load_model(uri).unwrap_python_model()
+    finally:
+        sys.path[:] = path
 
 
 def download_model_files(uri: str, dst: Path) -> Path:
@@ -322,7 +351,7 @@ def promotion_lock(home: Home, name: str, timeout: float = 120.0) -> Iterator[No
     """Hold the promotion lock of registered model `name` (threads and processes, one machine)."""
     from filelock import FileLock, Timeout
 
-    path = registry_dir(home) / "locks" / f"{name}.lock"
+    path = names.inside(home.root, registry_dir(home) / "locks" / f"{names.model(name)}.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     with _THREAD_LOCKS_GUARD:
         tlock = _THREAD_LOCKS.setdefault(str(path), threading.Lock())
