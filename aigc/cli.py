@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aigc import embedded
+from aigc_core import names
 from aigc_core.paths import Home
 
 app = typer.Typer(
@@ -52,13 +53,18 @@ def _settings(home: Home, verbose: bool) -> None:
     }
     for k, v in defaults.items():
         os.environ.setdefault(k, v)
+    from aigc.console_log import show_warnings
+
+    # without -v, library logs stay hidden (Prefect's root console handler is at CRITICAL) and
+    # the project's own warnings reach stderr through their own handler, one line each
+    show_warnings(not verbose)
     if verbose:
         logging.basicConfig(
             level=logging.INFO,
             stream=sys.stderr,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-    else:  # no root handler: only warnings reach the console (through logging.lastResort)
+    else:
         warnings.filterwarnings("ignore")
 
 
@@ -130,6 +136,15 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _name(check, value):
+    """`check(value)`, one of `aigc_core.names`' checks: a user-given name in its stored form.
+    A name that breaks its rule is a usage error (exit 2), before anything starts."""
+    try:
+        return check(value)
+    except names.InvalidName as e:
+        raise _fail(str(e), 2) from None
+
+
 @app.command()
 def run(
     preset: str = typer.Option(
@@ -166,43 +181,20 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
 ) -> None:
     """Run the nightly pipeline once, embedded: ingest, validate, train, evaluate, register,
-    promote, generate and curate."""
-    h = open_home(home, verbose)
-    from aigc_core.training import engine
+    promote, generate and curate. SIGTERM or Ctrl-C: exit 75, after a checkpoint when training
+    had begun (a rerun resumes it), otherwise with the stages done so far kept."""
+    from aigc_core.training import interrupt  # the standard library only: cheap
 
-    if dataset is None:
-        dataset = "python-docs" if family in engine.TEXT_FAMILIES else "digits"
-    try:
-        engine.preset(family, preset)
-    except ValueError as e:
-        raise _fail(str(e), 2) from None
-
-    start_prefect(h)
-    with err.status(embedded.starting_message(), spinner="dots"):
-        from data_contracts import ContractViolation
-        from flows.nightly import nightly_retrain
-
-        wait_for_prefect()
-
-    try:
-        with progress_bars():
-            summary = nightly_retrain(
-                dataset=dataset,
-                preset=preset,
-                family=family,
-                path=str(path) if path else None,
-                init_from=init_from,
-                n_generate=n,
-                seed=seed,
-                min_confidence=min_confidence,
-                home=str(h.root),
-            )
-    except ContractViolation as e:
-        raise _fail(f"validate: {e}\nNothing was trained or registered.") from None
-    except Exception as e:  # the CLI owns the console: one clear line, details with -v
-        if verbose:
-            err.print_exception()
-        raise _fail(f"{type(e).__name__}: {e}") from None
+    # first thing: a signal at any moment after this ends the command with exit 75; the stages
+    # around training are safe to cut anywhere (abort at once), training checkpoints first
+    with interrupt.stop_on_signals():
+        try:
+            with interrupt.abort_on_signals():
+                summary = _nightly(
+                    preset, family, dataset, path, init_from, n, seed, min_confidence, home, verbose
+                )
+        except interrupt.StopRequested as e:
+            raise _fail(f"{e}\nRerun `aigc run` to go on.", interrupt.EXIT_INTERRUPTED) from None
 
     if as_json:
         print(json.dumps(summary, sort_keys=True))
@@ -232,6 +224,53 @@ def run(
     if image:
         out.print(f"contact sheet: {batch / 'contact_sheet.png'}")
     out.print(f"review report: {batch / 'report.html'}")
+
+
+def _nightly(preset, family, dataset, path, init_from, n, seed, min_confidence, home, verbose):
+    """`aigc run`'s work: check the input, start Prefect, run the nightly flow; its summary."""
+    h = open_home(home, verbose)
+    from aigc_core.training import engine, interrupt
+
+    if dataset is None:
+        dataset = "python-docs" if family in engine.TEXT_FAMILIES else "digits"
+    try:
+        engine.preset(family, preset)
+        dataset = names.dataset(dataset)
+    except ValueError as e:
+        raise _fail(str(e), 2) from None
+
+    start_prefect(h)
+    with err.status(embedded.starting_message(), spinner="dots"):
+        from aigc_core.training.loop import Interrupted
+        from data_contracts import ContractViolation
+        from flows.nightly import nightly_retrain
+
+        wait_for_prefect()
+
+    try:
+        with progress_bars():
+            return nightly_retrain(
+                dataset=dataset,
+                preset=preset,
+                family=family,
+                path=str(path) if path else None,
+                init_from=init_from,
+                n_generate=n,
+                seed=seed,
+                min_confidence=min_confidence,
+                home=str(h.root),
+            )
+    except ContractViolation as e:
+        raise _fail(f"validate: {e}\nNothing was trained or registered.") from None
+    except Interrupted as e:  # a signal during training: its checkpoint is written
+        raise _fail(
+            f"{e}\nRerun `aigc run`: training resumes from that checkpoint.",
+            interrupt.EXIT_INTERRUPTED,
+        ) from None
+    except Exception as e:  # the CLI owns the console: one clear line, details with -v
+        if verbose:
+            err.print_exception()
+        raise _fail(f"{type(e).__name__}: {e}") from None
 
 
 # Command groups live in their own modules and register on `app` when imported.

@@ -2,8 +2,11 @@
 
 Runs the train task's body in this process (no Prefect server to start, and SIGTERM reaches the
 trainer): it tracks the run in MLflow, writes checkpoints under the run's folder and the model
-beside them. Exit codes: 0 done; 2 bad input; 75 stopped by SIGTERM after writing a checkpoint
-(rerun with --resume auto); 3 non-finite loss (the last good checkpoint is kept); 1 other errors.
+beside them. Exit codes: 0 done; 2 bad input; 75 stopped by SIGTERM or SIGINT (Ctrl-C), after
+writing a checkpoint or, during start-up, before writing anything (rerun with --resume auto,
+which starts afresh when there is nothing to resume); 3 non-finite loss (the last good
+checkpoint is kept); 1 other errors. The signal handler goes in before anything slow is
+imported, so a signal at any moment of start-up is not lost.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from aigc.cli import _fail, app, err, open_home, out, progress_bars
+from aigc.cli import _fail, _name, app, err, open_home, out, progress_bars
+from aigc_core import names
+from aigc_core.training import interrupt  # the standard library only: cheap to import here
 
 FAMILIES = ("dcgan", "vae", "charlstm", "transformer")
 
@@ -45,27 +50,56 @@ def train(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
 ) -> None:
     """Train a model on a snapshot; checkpoints, resume, warm start, metrics in MLflow."""
+    # first thing, before the slow imports: from here on a SIGTERM or Ctrl-C ends the command
+    # with exit 75, at once during start-up (nothing is written before the task runs), after a
+    # checkpoint once training has begun
+    with interrupt.stop_on_signals():
+        try:
+            with interrupt.abort_on_signals():
+                h, snapshot, overrides, train_task = _start(
+                    snapshot, model, preset, resume, steps, home, verbose
+                )
+        except interrupt.StopRequested:
+            raise _fail(
+                "stopped before training started; nothing was written\n"
+                "Rerun with --resume auto to continue.",
+                interrupt.EXIT_INTERRUPTED,
+            ) from None
+        result = _run(
+            train_task, snapshot, model, preset, h, device, resume, init_from, overrides, verbose
+        )
+    _show(result, as_json)
+
+
+def _start(snapshot, model, preset, resume, steps, home, verbose):
+    """Check the input and import the task: home, snapshot id, train-config overrides, task."""
+    snapshot = _name(names.snapshot_id, snapshot)
     h = open_home(home, verbose)
     if model not in FAMILIES:
         raise _fail(f"unknown model {model!r}; choose one of {', '.join(FAMILIES)}", 2)
     if resume not in ("auto", "never"):
         raise _fail(f"--resume must be auto or never, got {resume!r}", 2)
-    from aigc_core.data.snapshot import SnapshotError
-    from aigc_core.training import engine, interrupt
-    from aigc_core.training.checkpoint import CheckpointError
-    from aigc_core.training.loop import Interrupted, NonFiniteLoss
+    from aigc_core.training import engine
 
+    overrides = {"steps": steps} if steps else None
     try:
-        engine.preset(model, preset)
+        engine.train_config(model, preset, overrides)
     except ValueError as e:
         raise _fail(str(e), 2) from None
 
     with err.status("starting MLflow...", spinner="dots"):
         from tasks.training import train as train_task
+    return h, snapshot, overrides, train_task
+
+
+def _run(train_task, snapshot, model, preset, h, device, resume, init_from, overrides, verbose):
+    from aigc_core.data.snapshot import SnapshotError
+    from aigc_core.training.checkpoint import CheckpointError
+    from aigc_core.training.loop import Interrupted, NonFiniteLoss
 
     try:
-        with interrupt.stop_on_signals(), progress_bars():
-            result = train_task.fn(
+        with progress_bars():
+            return train_task.fn(
                 snapshot,
                 preset,
                 str(h.root),
@@ -73,7 +107,7 @@ def train(
                 device=device,
                 resume=resume,
                 init_from=init_from,
-                overrides={"steps": steps} if steps else None,
+                overrides=overrides,
             )
     except Interrupted as e:
         raise _fail(
@@ -90,6 +124,8 @@ def train(
             err.print_exception()
         raise _fail(f"{type(e).__name__}: {e}") from None
 
+
+def _show(result: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, sort_keys=True))
         return

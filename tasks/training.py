@@ -1,18 +1,24 @@
 """Task of the train stage: fit a model on a snapshot and track the run in MLflow.
 
 Checkpoints live under the run's folder, `<home>/runs/<run_id>/checkpoints/`. While a run is
-unfinished, `<home>/runs/active/<family>-<snapshot>-<preset>.json` names it, so that
-`resume="auto"` finds it again after a crash or SIGTERM and continues the same MLflow run;
-the pointer is removed when training completes. `resume="never"` refuses to start while such a
-run exists (the user chooses: resume it, or remove the pointer file).
+unfinished, `<home>/runs/active/<family>-<snapshot>-<preset>.json` names it (and, while it
+trains, the process training it), so that `resume="auto"` finds it again after a crash or
+SIGTERM and continues the same MLflow run from its checkpoint; the pointer is removed when
+training completes. `resume="never"` refuses to start while such a run exists (the user
+chooses: resume it, or remove the pointer file). A pointer whose run has no checkpoint (a failed
+start, a process killed before its first checkpoint) holds nothing to resume: a failed start
+removes it, and the next start replaces a dead process's one. A run still training in a live
+process is never taken over, in either mode.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import logging
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import torch
@@ -25,7 +31,9 @@ from aigc_core.data.snapshot import find_snapshot, image_arrays, read_table, tex
 from aigc_core.models.io import save_model
 from aigc_core.paths import Home
 from aigc_core.training import engine, interrupt
+from aigc_core.training.checkpoint import list_checkpoints
 from aigc_core.training.device import pick_device
+from aigc_core.training.loop import Interrupted
 from tasks import mlflow_adapter as tracking
 
 log = logging.getLogger(__name__)
@@ -91,6 +99,63 @@ def _init_source(init_from: str | None, work_dir: Path):
     return folder, lineage
 
 
+def _owner() -> dict:
+    """The process that writes an active-run pointer: pid, its start time, host."""
+    pid = os.getpid()
+    return {"pid": pid, "started": _process_start(pid), "host": socket.gethostname()}
+
+
+def _process_start(pid: int) -> str | None:
+    """A process's start time (Linux: clock ticks since boot, /proc/PID/stat field 22), to tell
+    it from a later process given the same pid; None where there is no /proc or for a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _running(owner: dict) -> bool:
+    """Whether the process named in a pointer is still running. A pointer without one (an
+    interrupted run, an older pointer), from another host, or from this very process is not
+    held by a running process."""
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or owner.get("host") != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: alive
+    except OSError:
+        return False
+    started = _process_start(pid)
+    if started is None:  # a zombie, or no /proc to compare with: trust the pid when it can
+        return not Path("/proc").is_dir()
+    return owner.get("started") in (None, started)
+
+
+def _read_pointer(pointer: Path) -> dict | None:
+    try:
+        owner = json.loads(pointer.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("ignoring unreadable active-run pointer %s: %s", pointer, e)
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _mark_failed(run_id: str) -> None:
+    """Close a run left RUNNING by a process that died before its first checkpoint."""
+    try:
+        if tracking.client().get_run(run_id).info.status == "RUNNING":
+            tracking.client().set_terminated(run_id, "FAILED")
+    except Exception as e:  # noqa: BLE001 - a run deleted since: nothing to close
+        log.info("could not close run %s: %s", run_id, e)
+
+
 @task(name="train")
 def train(
     snapshot_id: str,
@@ -104,10 +169,23 @@ def train(
 ) -> dict:
     """Train `family` at `preset` on a snapshot. resume: "auto" continues an unfinished run
     of the same family, snapshot and preset from its last valid checkpoint; "never" refuses
-    when one exists. init_from: a model URI or folder to warm-start from."""
+    when one exists. init_from: a model URI or folder to warm-start from. overrides: train
+    config fields, e.g. {"steps": 200} (every family counts its length in `steps`).
+
+    SIGTERM or SIGINT (when this runs in the main thread; else the caller's handler, see
+    `interrupt.stop_on_signals`) raises `Interrupted`: before the run is created, with nothing
+    written; during training, after a checkpoint. A run that ends without a checkpoint (a
+    failed start, a crash before the first one) leaves no active-run pointer behind."""
+    with interrupt.stop_on_signals():
+        return _train(snapshot_id, preset, home, family, device, resume, init_from, overrides)
+
+
+def _train(snapshot_id, preset, home, family, device, resume, init_from, overrides) -> dict:
     if resume not in RESUME_MODES:
         raise ValueError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
-    engine.preset(family, preset)  # fail early on a bad family or preset
+    train_cfg = engine.train_config(family, preset, overrides)  # bad family, preset, settings
+    if interrupt.stop_requested():  # a signal during the caller's start-up
+        raise Interrupted.before_start()
     h = Home.resolve(home).ensure()
     tracking.configure(h)
     snap = find_snapshot(h.datasets, snapshot_id)
@@ -116,19 +194,33 @@ def train(
     dev = pick_device(device)
     pointer = _active_pointer(h, family, snapshot_id, preset)
 
-    run_id, fresh = None, False
-    if pointer.exists():
-        previous = json.loads(pointer.read_text())["run_id"]
-        if resume == "never":
+    run_id, stale = None, None
+    previous = _read_pointer(pointer)
+    if previous is not None:
+        before = previous.get("run_id")
+        if before and _running(previous):
             raise RuntimeError(
-                f"run {previous} of {family} on {snapshot_id} ({preset}) did not finish; "
+                f"run {before} of {family} on {snapshot_id} ({preset}) is in progress in "
+                f"process {previous['pid']}; stop it (SIGTERM) and resume with --resume auto"
+            )
+        if not before or not list_checkpoints(h.runs / before / "checkpoints"):
+            stale = before  # it stopped before its first checkpoint: nothing to resume
+        elif resume == "never":
+            raise RuntimeError(
+                f"run {before} of {family} on {snapshot_id} ({preset}) did not finish; "
                 f"resume it (--resume auto) or remove {pointer} to start over"
             )
-        run_id = previous
-        tracking.client().update_run(run_id, status="RUNNING")
-        log.info("resuming run %s", run_id)
+        else:
+            run_id = before
     init, lineage = (None, {}) if run_id else _init_source(init_from, h.runs / ".warm-start")
-    if run_id is None:
+    if interrupt.stop_requested():  # a signal during start-up: stop before writing anything
+        raise Interrupted.before_start()
+
+    if stale:
+        log.warning("run %s stopped before its first checkpoint; starting a new run", stale)
+        _mark_failed(stale)
+    fresh = run_id is None
+    if fresh:
         run_id = tracking.start_run(
             run_name=f"{family}-{snap.name}-{preset}",
             tags={
@@ -141,34 +233,35 @@ def train(
                 **({"init_from": init_from} if init_from else {}),
             },
         )
-        write_bytes_atomic(pointer, json.dumps({"run_id": run_id}).encode())
-        fresh = True
+    else:
+        tracking.client().update_run(run_id, status="RUNNING")
+        log.info("resuming run %s", run_id)
+    write_bytes_atomic(pointer, json.dumps({"run_id": run_id, **_owner()}).encode())
     run_dir = h.runs / run_id
 
-    with tracking.run_guard(run_id):
-        if fresh:
-            model_cfg, train_cfg = engine.preset(family, preset)
-            train_cfg = dataclasses.replace(train_cfg, **(overrides or {}))
-            tracking.log_params(
-                run_id,
-                {
-                    **{f"model.{k}": v for k, v in model_cfg.to_dict().items() if k != "vocab"},
-                    **{f"train.{k}": v for k, v in train_cfg.to_dict().items()},
-                    "preset": preset,
-                    "device": str(dev),
-                    "snapshot_id": snapshot_id,
-                    **counts,
-                },
-            )
-            columns = [c for c in ("id", "split", "label") if c in table.column_names]
-            tracking.log_dataset(
-                run_id,
-                table.select(columns).to_pandas(),
-                name=f"{snap.name}@{snapshot_id}",
-                source=str(snap.path),
-                digest=snapshot_id,
-            )
-        with interrupt.stop_on_signals():
+    try:
+        with tracking.run_guard(run_id):
+            if fresh:
+                model_cfg, _ = engine.preset(family, preset)
+                tracking.log_params(
+                    run_id,
+                    {
+                        **{f"model.{k}": v for k, v in model_cfg.to_dict().items() if k != "vocab"},
+                        **{f"train.{k}": v for k, v in train_cfg.to_dict().items()},
+                        "preset": preset,
+                        "device": str(dev),
+                        "snapshot_id": snapshot_id,
+                        **counts,
+                    },
+                )
+                columns = [c for c in ("id", "split", "label") if c in table.column_names]
+                tracking.log_dataset(
+                    run_id,
+                    table.select(columns).to_pandas(),
+                    name=f"{snap.name}@{snapshot_id}",
+                    source=str(snap.path),
+                    digest=snapshot_id,
+                )
             result = engine.train_model(
                 family,
                 preset,
@@ -182,9 +275,16 @@ def train(
                 on_step=lambda s, total: progress.report("train", s, total),
                 stop=interrupt.stop_requested,
             )
-        model_dir = run_dir / "model"
-        module, config = result.serving_module()
-        save_model(model_dir, module, config)
+            model_dir = run_dir / "model"
+            module, config = result.serving_module()
+            save_model(model_dir, module, config)
+    except BaseException:
+        if list_checkpoints(run_dir / "checkpoints"):  # resumable: no longer held by anyone
+            with contextlib.suppress(OSError):
+                write_bytes_atomic(pointer, json.dumps({"run_id": run_id}).encode())
+        else:  # a failed start: nothing to resume, so nothing must block the next start
+            pointer.unlink(missing_ok=True)
+        raise
     pointer.unlink(missing_ok=True)
 
     last = result.history[-1] if result.history else {}

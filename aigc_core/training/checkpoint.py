@@ -104,7 +104,8 @@ def load_latest(
         try:
             return path, load_checkpoint(path, map_location)
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped the same way
-            log.warning("skipping checkpoint %s: %s; trying the previous one", path, e)
+            why = str(e).removeprefix(f"{path}: ")
+            log.warning("checkpoint %s is unusable (%s); falling back to the one before", path, why)
     if candidates:
         raise CheckpointError(
             f"{directory} holds {len(candidates)} checkpoint(s) and none is valid; refusing to "

@@ -49,6 +49,26 @@ def preset(family: str, name: str) -> tuple:
     return table[name]
 
 
+def train_config(family: str, preset_name: str, overrides: dict | None = None):
+    """The preset's train config with `overrides` applied, checked: every key must be a field
+    of the family's train config, and `steps` (the total number of steps, a field of every
+    family's config) a positive integer."""
+    _, cfg = preset(family, preset_name)
+    if not overrides:
+        return cfg
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(
+            f"unknown training setting(s) {', '.join(map(repr, unknown))} for {family}; "
+            f"choose from {', '.join(sorted(fields))}"
+        )
+    steps = overrides.get("steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a whole number of at least 1, got {steps!r}")
+    return dataclasses.replace(cfg, **overrides)
+
+
 @dataclass
 class TrainData:
     """What a family trains on: images (N, C, H, W) in [0, 1], or text."""
@@ -131,7 +151,10 @@ def train_model(
     preset); if there is none, start fresh and say so. Without resume, existing checkpoints
     are an error (no silent overwrite). init_from: a saved model directory (weights + config)
     whose weights start the run (a warm start: fresh optimizers, the model's own config).
-    overrides: train-config fields to change (e.g. {"steps": 50, "checkpoint_every": 10}).
+    stop: polled between steps (see `loop.fit`): a stop writes a checkpoint and raises
+    `Interrupted`. (A caller whose start-up may see a signal checks before calling this.)
+    overrides: train-config fields to change (e.g. {"steps": 50, "checkpoint_every": 10}),
+    checked by `train_config`; `steps` sets the total number of steps of every family.
     """
     model_cfg, train_cfg = preset(family, preset_name)
     checkpoint_dir = Path(checkpoint_dir)
@@ -158,8 +181,7 @@ def train_model(
                     f"--init-from {init_from} is a {saved.get('family')} model, not {family}"
                 )
             model_cfg = config_from_dict(saved)  # the warm-started model's own architecture
-        if overrides:
-            train_cfg = dataclasses.replace(train_cfg, **overrides)
+        train_cfg = train_config(family, preset_name, overrides)
         if family in TEXT_FAMILIES and not model_cfg.vocab:
             _need(data.text, "text", family)
             vocab, _, _ = lm.prepare_text(data.text, data.val_text)

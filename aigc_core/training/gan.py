@@ -26,9 +26,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GANTrainConfig:
+    """Training settings of the DCGAN. It runs `epochs * steps_per_epoch` steps (the seed's
+    terms; batches are drawn at random, so an epoch is a logging period) unless `steps` sets
+    the total, the setting every family shares (`aigc train --steps`)."""
+
     batch_size: int = 128
     epochs: int = 100
     steps_per_epoch: int = 1000
+    steps: int = 0  # total steps; 0: epochs * steps_per_epoch
     lr: float = 1e-4
     beta1: float = 0.9
     beta2: float = 0.999
@@ -38,7 +43,7 @@ class GANTrainConfig:
 
     @property
     def total_steps(self) -> int:
-        return self.epochs * self.steps_per_epoch
+        return self.steps or self.epochs * self.steps_per_epoch
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -7,8 +7,9 @@
 Images come from a .npy file of (N, C, H, W) floats in [0, 1]. Checkpoints go to OUT/checkpoints,
 the served model to OUT/model (weights.safetensors + config.json), and rank 0 prints one JSON
 line with the metrics of the last log. Exit codes: see aigc_core.training.interrupt (0 done,
-75 stopped by SIGTERM after a checkpoint, 3 non-finite loss). No Prefect, no MLflow: the
-`aigc train` command is the tracked path; this is the engine's own entry point.
+75 stopped by SIGTERM or SIGINT: after a checkpoint, or before training with nothing written;
+3 non-finite loss). No Prefect, no MLflow: the `aigc train` command is the tracked path; this
+is the engine's own entry point.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    with interrupt.stop_on_signals():  # before the slow start-up: no signal is lost
+        return _run(a)
+
+
+def _run(a: argparse.Namespace) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     device = ddp.setup(pick_device(a.device))
@@ -71,18 +77,19 @@ def main(argv: list[str] | None = None) -> int:
         data.images = torch.from_numpy(np.load(a.images_npy)).float()
     code = 0
     try:
-        with interrupt.stop_on_signals():
-            result = engine.train_model(
-                a.family,
-                a.preset,
-                data,
-                device,
-                a.out / "checkpoints",
-                resume=a.resume,
-                init_from=a.init_from,
-                overrides=parse_overrides(a.family, a.preset, a.set),
-                stop=interrupt.stop_requested,
-            )
+        if ddp.any_rank(interrupt.stop_requested()):  # a signal during start-up
+            raise Interrupted.before_start()
+        result = engine.train_model(
+            a.family,
+            a.preset,
+            data,
+            device,
+            a.out / "checkpoints",
+            resume=a.resume,
+            init_from=a.init_from,
+            overrides=parse_overrides(a.family, a.preset, a.set),
+            stop=interrupt.stop_requested,
+        )
         if ddp.is_main():
             module, config = result.serving_module()
             save_model(a.out / "model", module, config)

@@ -89,9 +89,19 @@ class NonFiniteLoss(FloatingPointError):
 
 
 class Interrupted(Exception):
-    def __init__(self, step: int, checkpoint: Path | None):
+    """A stop was requested (SIGTERM, SIGINT): at `step`, after writing `checkpoint`; or, with
+    no checkpoint and a message saying so, before training started."""
+
+    def __init__(self, step: int, checkpoint: Path | None, message: str | None = None):
         self.step, self.checkpoint = step, checkpoint
-        super().__init__(f"training stopped at step {step}; checkpoint {checkpoint}")
+        if message is None:
+            where = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint written"
+            message = f"training stopped at step {step}; {where}"
+        super().__init__(message)
+
+    @classmethod
+    def before_start(cls, step: int = 0) -> Interrupted:
+        return cls(step, None, "stopped before training started; nothing was written")
 
 
 def optimizer_kwargs(device: torch.device) -> dict:

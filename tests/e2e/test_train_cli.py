@@ -112,3 +112,48 @@ def test_wrong_kind_and_unknown_model_are_clear_errors(text_snapshot):
     assert "Traceback" not in p.stderr
     p = aigc("train", "--snapshot", sid, "--model", "gpt", home=home, timeout=60)
     assert p.returncode == 2 and "unknown model 'gpt'" in p.stderr
+
+
+@pytest.fixture
+def image_home(tmp_path) -> tuple[Path, str]:
+    """A home holding a small image snapshot, written directly (no ingest process)."""
+    from aigc_core.data.snapshot import image_table, write_snapshot
+    from aigc_core.paths import Home
+    from tests.conftest import tiny_images
+
+    home, data = tmp_path / "home", tiny_images(n=64)
+    snap = write_snapshot(
+        Home(home).ensure().datasets, "tiny", image_table(data), kind="image", source=data.source,
+        params=data.params,
+    )  # fmt: skip
+    return home, snap.id
+
+
+def test_failed_start_leaves_no_active_run_pointer(image_home, tmp_path):
+    """Issue 13: `aigc train --model dcgan --steps 80` crashed after creating its run and left
+    runs/active/*.json behind, so the next plain `aigc train` refused to start."""
+    home, sid = image_home
+    dcgan = ("train", "--snapshot", sid, "--model", "dcgan", "--preset", "smoke")
+    empty = tmp_path / "no-model-here"
+    empty.mkdir()
+    p = aigc(*dcgan, "--init-from", str(empty), home=home)  # fails once the run exists
+    assert p.returncode == 1 and "FileNotFoundError" in p.stderr, p.stderr
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("aigc-nightly")
+    [failed] = client.search_runs([exp.experiment_id])  # it failed after creating its run
+    assert failed.info.status == "FAILED"
+    assert not list(home.glob("runs/active/*.json"))
+
+    # the next plain start is not blocked; --steps sets the DCGAN's length like any family's
+    p = aigc(*dcgan, "--steps", "3", "--json", home=home)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["steps"] == 3 and Path(r["checkpoint_dir"], "ckpt-00000003.pt").exists()
+    assert not list(home.glob("runs/active/*.json"))
+
+
+def test_bad_steps_is_a_usage_error_before_anything_starts(image_home):
+    home, sid = image_home
+    p = aigc("train", "--snapshot", sid, "--model", "dcgan", "--steps", "0", home=home, timeout=60)
+    assert p.returncode == 2 and "--steps" in p.stderr
+    assert not (home / "mlflow.db").exists()

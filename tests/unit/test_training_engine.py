@@ -1,18 +1,20 @@
 """The shared loop and engine: loss goes down for every family, non-finite losses stop with
-the last good checkpoint kept, warm starts load the saved model, presets are checked."""
+the last good checkpoint kept, warm starts load the saved model, presets and settings are
+checked, `steps` sets every family's length, and signals stop training cleanly."""
 
 from __future__ import annotations
 
 import math
+import signal
 
 import pytest
 import torch
 from torch import nn
 
 from aigc_core.models.io import save_model
-from aigc_core.training import engine
+from aigc_core.training import engine, interrupt
 from aigc_core.training.checkpoint import list_checkpoints, save_checkpoint
-from aigc_core.training.loop import NonFiniteLoss, TrainConfig, capture, fit
+from aigc_core.training.loop import Interrupted, NonFiniteLoss, TrainConfig, capture, fit
 
 CPU = torch.device("cpu")
 TEXT = "she sells sea shells by the sea shore. " * 60
@@ -153,3 +155,78 @@ def test_unknown_family_and_preset_are_clear_errors():
         engine.preset("vae", "huge")
     for family in engine.FAMILIES:
         assert {"smoke", "cpu", "gpu"} <= set(engine.presets(family))
+
+
+def test_nested_stop_on_signals_keeps_a_stop_requested_during_start_up():
+    """The CLI's block is open from the start; the task layer's inner block must not clear a
+    SIGTERM that arrived in between (issue 13: it was swallowed and training ran to the end)."""
+    before = {s: signal.getsignal(s) for s in interrupt.SIGNALS}
+    interrupt.request_stop()  # a stale request from an earlier run: the outer block clears it
+    with interrupt.stop_on_signals():
+        assert not interrupt.stop_requested()
+        signal.raise_signal(signal.SIGTERM)  # during start-up
+        with interrupt.stop_on_signals():
+            assert interrupt.stop_requested()
+        assert interrupt.stop_requested()
+    assert {s: signal.getsignal(s) for s in interrupt.SIGNALS} == before
+
+
+def test_sigint_requests_a_stop_like_sigterm_and_a_second_one_aborts():
+    with interrupt.stop_on_signals():
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C: a stop request, not KeyboardInterrupt
+        assert interrupt.stop_requested()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+
+
+def test_start_up_aborts_at_once_and_training_inside_it_checkpoints_first():
+    """While only importing (abort_on_signals) a signal ends the command at once; a training
+    block inside polls the flag, and a stop it did not act on is raised when it ends."""
+    with (
+        interrupt.stop_on_signals(),
+        pytest.raises(interrupt.StopRequested),
+        interrupt.abort_on_signals(),
+    ):
+        signal.raise_signal(signal.SIGTERM)
+        pytest.fail("not stopped at once")
+    with interrupt.stop_on_signals():
+        with pytest.raises(interrupt.StopRequested), interrupt.abort_on_signals():
+            with interrupt.stop_on_signals():  # e.g. the train task inside `aigc run`
+                signal.raise_signal(signal.SIGTERM)
+                assert interrupt.stop_requested()  # no exception mid-step
+            pytest.fail("the pending stop was dropped")
+        with pytest.raises(interrupt.StopRequested), interrupt.abort_on_signals():
+            pytest.fail("a stop requested already must stop at once")
+
+
+def test_a_stop_requested_at_the_first_step_checkpoints_it(tmp_path):
+    with pytest.raises(Interrupted, match="stopped at step 1; checkpoint") as e:
+        engine.train_model(
+            "charlstm", "smoke", engine.TrainData(text=TEXT), CPU, tmp_path, stop=lambda: True
+        )
+    assert e.value.checkpoint.name == "ckpt-00000001.pt"
+    assert "before training started" in str(Interrupted.before_start())
+
+
+@pytest.mark.parametrize("family", engine.FAMILIES)
+def test_steps_option_works_for_every_family(tmp_path, family):
+    """`--steps` is one setting for every family (issue 13: the DCGAN's config had no `steps`
+    and `aigc train --model dcgan --steps 80` crashed)."""
+    images = torch.rand(16, 1, 28, 28)
+    data = engine.TrainData(images=images, val_images=images[:4], text=TEXT)
+    r = engine.train_model(
+        family, "smoke", data, CPU, tmp_path, overrides={"steps": 3, "bf16": False}
+    )
+    assert r.train_cfg.total_steps == 3 and r.history[-1]["step"] == 3
+    assert r.last_checkpoint.name == "ckpt-00000003.pt"
+
+
+def test_bad_training_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="steps must be a whole number of at least 1, got 0"):
+        engine.train_config("dcgan", "smoke", {"steps": 0})
+    with pytest.raises(ValueError, match="unknown training setting.*'iterations' for vae"):
+        engine.train_config("vae", "smoke", {"iterations": 5})
+    # a DCGAN checkpoint written before `steps` existed still loads; its length is unchanged
+    _, cfg = engine.preset("dcgan", "smoke")
+    old = {k: v for k, v in cfg.to_dict().items() if k != "steps"}
+    assert engine._train_cfg_from("dcgan", old).total_steps == cfg.epochs * cfg.steps_per_epoch

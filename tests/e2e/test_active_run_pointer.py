@@ -1,0 +1,80 @@
+"""The train task's active-run pointer (`runs/active/<family>-<snapshot>-<preset>.json`): a run
+that died before its first checkpoint holds nothing to resume and must not block the next start,
+while a run still training in a live process is never taken over."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aigc_core.data.snapshot import image_table, write_snapshot
+from aigc_core.paths import Home
+from tests.conftest import tiny_images
+
+pytestmark = pytest.mark.slow
+FAST = {"steps": 2, "bf16": False}
+
+
+@pytest.fixture
+def image_home(tmp_path) -> tuple[Path, str]:
+    data = tiny_images(n=64)
+    snap = write_snapshot(
+        Home(tmp_path).ensure().datasets, "tiny", image_table(data), kind="image",
+        source=data.source, params=data.params,
+    )  # fmt: skip
+    return tmp_path, snap.id
+
+
+def pointer_of(home: Path, sid: str) -> Path:
+    return home / "runs" / "active" / f"dcgan-{sid}-smoke.json"
+
+
+def owner(pid: int) -> dict:
+    """What a process training a run writes into its pointer (see tasks.training._owner)."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return {"pid": pid, "started": stat[19], "host": socket.gethostname()}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_live_run_is_kept_and_a_dead_one_without_checkpoints_is_replaced(image_home):
+    from tasks.training import train
+
+    home, sid = image_home
+    pointer = pointer_of(home, sid)
+    pointer.parent.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        pointer.write_text(json.dumps({"run_id": "0" * 32, **owner(other.pid)}))
+        for resume in ("auto", "never"):
+            with pytest.raises(RuntimeError, match=f"in progress in process {other.pid}"):
+                train.fn(sid, "smoke", str(home), family="dcgan", resume=resume, overrides=FAST)
+    finally:
+        other.kill()
+        other.wait()
+    # the same pointer, its process gone and no checkpoint written: a plain start replaces it
+    r = train.fn(sid, "smoke", str(home), family="dcgan", resume="never", overrides=FAST)
+    assert r["steps"] == 2 and r["run_id"] != "0" * 32
+    assert not pointer.exists()
+
+
+def test_a_dead_run_with_a_checkpoint_is_still_resumable_only(image_home):
+    from tasks.training import train
+
+    home, sid = image_home
+    first = train.fn(sid, "smoke", str(home), family="dcgan", overrides=FAST)
+    pointer = pointer_of(home, sid)
+    # as if the process had been killed (-9) after that checkpoint, pid long gone
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    pointer.write_text(json.dumps({"run_id": first["run_id"], "pid": gone.pid, "started": "1",
+                                   "host": socket.gethostname()}))  # fmt: skip
+    with pytest.raises(RuntimeError, match="did not finish; resume it"):
+        train.fn(sid, "smoke", str(home), family="dcgan", resume="never", overrides=FAST)
+    again = train.fn(sid, "smoke", str(home), family="dcgan", resume="auto", overrides=FAST)
+    assert again["run_id"] == first["run_id"] and again["resumed_from_step"] == 2
+    assert not pointer.exists()
