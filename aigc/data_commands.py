@@ -15,7 +15,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from aigc.cli import _fail, _settings, app, err, out, progress_bars
+from aigc.cli import _fail, _name, _settings, app, err, out, progress_bars
+from aigc_core import names
 from aigc_core.paths import Home
 
 
@@ -56,6 +57,7 @@ def ingest(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
 ) -> None:
     """Ingest a dataset into a content-addressed snapshot, gated by its data contract."""
+    dataset = _name(names.dataset, dataset)
     h = _home(home, verbose)
     if not verbose:  # contract warnings are printed below, once, in the CLI's own words
         logging.getLogger("data_contracts").setLevel(logging.ERROR)

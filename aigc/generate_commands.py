@@ -12,6 +12,7 @@ from rich.table import Table
 from aigc import embedded
 from aigc.cli import (
     _fail,
+    _name,
     app,
     err,
     open_home,
@@ -20,6 +21,7 @@ from aigc.cli import (
     start_prefect,
     wait_for_prefect,
 )
+from aigc_core import names
 
 SAMPLING_FLAGS = {
     "max_new_tokens": "--max-new-tokens",
@@ -88,6 +90,7 @@ def generate(
 ) -> None:
     """Generate a batch from a registered model, shard by shard; score, filter, and publish it
     with a manifest and an HTML review report. A rerun resumes an interrupted batch."""
+    model = _name(names.model_ref, model)
     if dask_address and dask_local:
         raise _fail("give either --dask-address or --dask-local, not both", 2)
     if shards is not None and shards > n:

@@ -14,7 +14,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from aigc.cli import _fail, app, err, open_home, out
+from aigc.cli import _fail, _name, app, err, open_home, out
+from aigc_core import names
 
 HOME_OPTION = typer.Option(
     None, envvar="AIGC_HOME", help="Where snapshots, MLflow and content go [default: ./.aigc]."
@@ -68,6 +69,7 @@ def promote(
 ) -> None:
     """Gate VERSION against the champion and make it champion if it wins (compare-and-set,
     recorded in version tags and the audit log). Exit 1 when the gate refuses it."""
+    model, version = _name(names.model, model), _name(names.version, version)
     if force and not (reason and reason.strip()):
         raise _fail("--force needs --reason TEXT: a forced promotion is recorded with why", 2)
     h, _, registry = _registry(home, verbose)
@@ -100,6 +102,7 @@ def rollback(
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Point `champion` back at the champion the current one replaced (recorded)."""
+    model = _name(names.model, model)
     h, _, registry = _registry(home, verbose)
     result = _call(verbose, registry.rollback, h, model, reason=reason, actor=_actor())
     if as_json:
@@ -119,6 +122,8 @@ def models(
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """A table of registered models: versions, aliases, gate metrics and promotion decisions."""
+    if model is not None:
+        model = _name(names.model, model)
     _, tracking, registry = _registry(home, verbose)
     listed = [m for m in _call(verbose, tracking.list_models) if model in (None, m["name"])]
     if model is not None and not listed:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from aigc_core import names
 from aigc_core.generation.text import sampling_options
 from aigc_core.paths import Home
 from tasks.content import finalize_batch, generate_shard, plan_batch
@@ -36,6 +37,7 @@ def batch_generate(
     stop: list[str] | None = None,
 ) -> dict:
     """Sampling options left None take the text defaults (aigc_core.generation.text)."""
+    model = names.model_ref(model)  # a bad name fails the run before anything starts
     home = str(Home.resolve(home).root)
     sampling = sampling_options(temperature, top_k, top_p, max_new_tokens, stop)
 

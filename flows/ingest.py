@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from prefect import flow
 
+from aigc_core import names
 from aigc_core.paths import Home
 from tasks.data import ingest, validate
 
 
 @flow(name="ingest")
 def ingest_dataset(dataset: str = "digits", home: str | None = None) -> dict:
+    dataset = names.dataset(dataset)  # a bad name fails the run before anything starts
     home = str(Home.resolve(home).root)
     snapshot = ingest(dataset, home)
     validate(snapshot["snapshot_id"], home)

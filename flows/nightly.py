@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from aigc_core import names
 from aigc_core.paths import Home
 from tasks.content import finalize_batch, generate_shard, plan_batch
 from tasks.data import ingest, validate
@@ -30,6 +31,7 @@ def nightly_retrain(
     init_from: warm start, e.g. models:/aigc-dcgan-digits@champion for nightly fine-tuning.
     The run ends with a batch of the family's kind: images, or new text documents (default
     sampling options); min_confidence applies to images."""
+    dataset = names.dataset(dataset)  # a bad name fails the run before anything starts
     home = str(Home.resolve(home).root)
 
     # 1-2. data: snapshot, then the contract gate (raises on a blocking failure)

@@ -15,7 +15,7 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from aigc_core import progress
+from aigc_core import names, progress
 from aigc_core.data.ingest import prepare, publish
 from aigc_core.data.snapshot import Snapshot, find_snapshot, read_table
 from aigc_core.paths import Home
@@ -79,8 +79,12 @@ def ingest_gated(
     the snapshot only if it passes (idempotent by content): what the ingest task and
     `aigc ingest` both run. options: `aigc_core.data.ingest.prepare`'s. Returns the snapshot and
     the contract's report (None when the same snapshot existed and nothing was checked).
-    Raises DataSourceError (bad input) or ContractViolation (after `on_violation(report)`);
-    either way nothing is written."""
+    Raises InvalidName (a dataset name that breaks `aigc_core.names`' rule, checked first),
+    DataSourceError (bad input) or ContractViolation (after `on_violation(report)`); either way
+    nothing is written."""
+    dataset = names.dataset(dataset)
+    names.inside(h.datasets, h.datasets / dataset)  # where the snapshot will be written
+    names.inside(h.root, h.root / "downloads" / dataset)  # where MNIST files are cached
     prepared = prepare(dataset, downloads=h.root / "downloads", **options)
     reports: list[ValidationReport] = []
 
@@ -128,7 +132,7 @@ def ingest(
     progress.report("ingest", 1, 1)
     return {
         "snapshot_id": snap.id,
-        "dataset": dataset,
+        "dataset": snap.name,
         "kind": snap.kind,
         "path": str(snap.path),
         "rows": snap.manifest["num_rows"],

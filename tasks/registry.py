@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import task
 
-from aigc_core import progress
+from aigc_core import names, progress
 from aigc_core.models.io import CONFIG, WEIGHTS
 from aigc_core.paths import Home
 from aigc_core.promotion import POLICIES, Decision, GatePolicy, decide, policy_for
@@ -149,8 +149,9 @@ def promote_version(
     `force`, with a `reason`). Compare-and-set under the promotion lock; every decision recorded.
 
     Candidate metrics default to the version's `gate.*` tags. Returns {promoted, decision,
-    reason, champion_version, previous_champion}. Raises RegistryError for an unknown version."""
-    version = str(version)
+    reason, champion_version, previous_champion}. Raises RegistryError for an unknown version,
+    InvalidName (a ValueError) for a name or version that breaks `aigc_core.names`' rules."""
+    name, version = names.model(name), names.version(version)
     if force and not (reason and reason.strip()):
         raise ValueError(
             "a forced promotion needs a reason (--reason TEXT): it goes in the audit log"
@@ -235,6 +236,7 @@ def rollback(home: Home, name: str, reason: str = "", actor: str = "") -> dict:
 
     The previous champion is the current champion's `promotion.previous_champion` tag, so
     repeated rollbacks walk back through the history of promotions."""
+    name = names.model(name)
     with tracking.promotion_lock(home, name):
         current = tracking.alias_version(name, tracking.CHAMPION)
         if current is None:

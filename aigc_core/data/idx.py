@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from aigc_core.data.files import DataSourceError, require_exists
+from aigc_core.data.files import DataSourceError, require_exists, walk_files
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,11 @@ def _header(f, path: Path, expected_magic: int, kind: str) -> tuple[int, ...]:
     dims = struct.unpack(f">{ndim}i", raw_dims)
     if any(d < 0 for d in dims):
         raise DataSourceError(f"{path}: negative dimension in the IDX header {dims}")
+    if 0 in dims:
+        raise DataSourceError(
+            f"{path}: the IDX header announces a zero dimension {dims}, so the file holds no "
+            f"{kind}s; the header is corrupt or the file is empty: replace it"
+        )
     size = int(np.prod(dims, dtype=np.int64))
     if size > MAX_IDX_BYTES:
         raise DataSourceError(
@@ -172,17 +177,18 @@ def read_idx(path: Path, expected_magic: int, out: np.ndarray | None = None) -> 
     return body.reshape(dims)
 
 
-def _find(folder: Path, stem: str) -> Path | None:
+def _find(files: dict[str, Path], stem: str) -> Path | None:
     for name in (stem, f"{stem}.gz"):
-        if (folder / name).is_file():
-            return folder / name
+        if name in files:
+            return files[name]
     return None
 
 
 def idx_pairs(path: Path) -> list[tuple[Path, Path]]:
     """(images, labels) file pairs at `path`: a folder holding the standard MNIST file names
     (train-* and/or t10k-*, raw or .gz), or one images file whose labels file is named like it
-    with `images-idx3` replaced by `labels-idx1`."""
+    with `images-idx3` replaced by `labels-idx1`. A folder is read through `walk_files`, so a
+    symlink in it whose target lies outside the folder is refused, as for image folders."""
     path = require_exists(Path(path))
     if path.is_file():
         labels = path.with_name(path.name.replace("images-idx3", "labels-idx1"))
@@ -192,10 +198,11 @@ def idx_pairs(path: Path) -> list[tuple[Path, Path]]:
                 f"holding both the images and the labels IDX files"
             )
         return [(path, labels)]
+    top = {p.name: p for p in walk_files(path, ("", ".gz")) if p.parent == path}
     pairs = []
     for prefix in ("train", "t10k"):
-        images = _find(path, f"{prefix}-images-idx3-ubyte")
-        labels = _find(path, f"{prefix}-labels-idx1-ubyte")
+        images = _find(top, f"{prefix}-images-idx3-ubyte")
+        labels = _find(top, f"{prefix}-labels-idx1-ubyte")
         if images and labels:
             pairs.append((images, labels))
         elif images or labels:

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from aigc_core import names
 from aigc_core.atomic import sha256_file, staged_dir
 from aigc_core.data.files import (
     POOL,
@@ -283,7 +284,7 @@ def write_snapshot(
     sid = sid or content_id(table, params)
     final = datasets_root / name / sid
     if final.exists():
-        log.info("snapshot %s/%s already exists; nothing written", name, sid)
+        log.warning("snapshot %s/%s already holds this content: reused, nothing written", name, sid)
         return Snapshot(sid, name, final, read_manifest(final), created=False)
 
     # small row groups bound the writer's buffers
@@ -318,7 +319,7 @@ def write_snapshot(
         }
 
     try:
-        with staged_dir(final) as staging:
+        with staged_dir(final, size_hint=table.nbytes) as staging:
             if n_parts == 1:
                 files = [write_part(staging, 0)]
             else:  # Parquet encoding and compression release the GIL
@@ -368,11 +369,19 @@ def list_snapshots(datasets_root: Path) -> list[Snapshot]:
 
 
 def find_snapshot(datasets_root: Path, snapshot_id: str) -> Snapshot:
-    matches = [p for p in Path(datasets_root).glob(f"*/{snapshot_id}") if p.is_dir()]
+    """The snapshot with this id, under whichever dataset's folder holds it. The id must be a
+    snapshot id (`aigc_core.names`): it is looked up as a folder name, never as a pattern."""
+    root = Path(datasets_root)
+    try:
+        sid = names.snapshot_id(snapshot_id)
+    except names.InvalidName as e:
+        raise SnapshotError(f"no snapshot with id {snapshot_id!r} under {root}: {e}") from None
+    dirs = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    matches = [d / sid for d in dirs if not d.name.startswith(".") and (d / sid).is_dir()]
     if not matches:
-        raise SnapshotError(f"no snapshot with id {snapshot_id!r} under {datasets_root}")
-    path = matches[0]
-    return Snapshot(snapshot_id, path.parent.name, path, read_manifest(path), created=False)
+        raise SnapshotError(f"no snapshot with id {snapshot_id!r} under {root}")
+    path = names.inside(root, matches[0])
+    return Snapshot(sid, path.parent.name, path, read_manifest(path), created=False)
 
 
 def read_table(snapshot: Snapshot, verify: bool = True) -> pa.Table:

@@ -352,3 +352,62 @@ def test_an_over_long_line_in_other_text_formats(home, tmp_path, suffix):
         out.write(b"text\n" if suffix == ".csv" else b"")
         out.write(b"y" * (3 << 20) + b"\n")
     fails(home, f, str(f), "longer than 1,048,576 bytes" if suffix == ".txt" else "cannot be read")
+
+
+def test_an_idx_symlink_escaping_the_folder(home, tmp_path):
+    outside, *_ = write_mnist(tmp_path / "secret", n=10)
+    folder = tmp_path / "in"
+    write_mnist(folder, n=10)
+    link = folder / outside.name
+    link.unlink()
+    link.symlink_to(outside)
+    fails(home, folder, str(link), "outside the input folder", dataset="mnist")
+
+
+def test_an_idx_file_with_a_zero_dimension(home, tmp_path):
+    images, *_ = write_mnist(tmp_path, n=10, gz=False)
+    images.write_bytes(struct.pack(">iiii", IMAGES_MAGIC, 10, 0, 28))
+    fails(home, tmp_path, str(images), "zero dimension (10, 0, 28)", dataset="mnist")
+
+
+# ------------------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "ABSOLUTE", "a/b", "o'reilly", "*"])
+def test_a_dataset_name_that_is_not_a_name(home, tmp_path, name):
+    """`--dataset ../../etc` (or an absolute path) wrote the snapshot outside the home."""
+    name = str(tmp_path / "escaped") if name == "ABSOLUTE" else name
+    (tmp_path / "ok.txt").write_text("".join(f"document {n}, long enough\n\n" for n in range(30)))
+    before = tree(home / "datasets")
+    r = aigc("ingest", "--dataset", name, "--path", str(tmp_path / "ok.txt"), "--home", str(home))
+    assert r.exit_code == 2 and r.stdout == ""
+    assert f"invalid dataset name {name!r}" in r.stderr and "1-64 characters" in r.stderr
+    assert tree(home / "datasets") == before
+    assert not (home.parent / "escaped").exists() and not (tmp_path / "escaped").exists()
+
+
+def test_ingest_gated_checks_the_name_itself(home, tmp_path):
+    """The ingest task (and so the flows) check the name too, not only the CLI."""
+    from aigc_core.names import InvalidName
+    from aigc_core.paths import Home
+    from tasks.data import ingest_gated
+
+    before = tree(home / "datasets")
+    with pytest.raises(InvalidName, match="invalid dataset name '../x'"):
+        ingest_gated(Home(home), "../x", path=tmp_path)
+    assert tree(home / "datasets") == before
+
+
+def test_an_uppercase_dataset_name_is_stored_in_lowercase(home, tmp_path):
+    docs = "".join(f"shouted doc {n}, long enough\n\n" for n in range(30))
+    (tmp_path / "ok.txt").write_text(docs)
+    r = aigc(
+        "ingest", "--dataset", "MyDocs", "--path", str(tmp_path / "ok.txt"), "--json",
+        "--home", str(home),
+    )  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    import json
+
+    out = json.loads(r.stdout)
+    assert out["dataset"] == "mydocs"
+    assert (home / "datasets" / "mydocs" / out["snapshot_id"]).is_dir()

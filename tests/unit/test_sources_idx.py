@@ -144,3 +144,47 @@ def test_idx_pixels_stay_uint8_with_no_float_copy(tmp_path):
     assert np.array_equal(data.pixels[:, 0], np.concatenate([x_train, x_test]))
     pixels = image_table(data).column("pixels").chunk(0)
     assert pixels.buffers()[1].address == data.pixels.ctypes.data  # the table uses those bytes
+
+
+def test_idx_symlink_escaping_the_folder_is_refused(tmp_path):
+    """The IDX finder followed links out of the folder (it tested `is_file()`); it walks the
+    folder like image folders do now, so a link whose target is elsewhere is an error."""
+    outside, _, _, _ = write_mnist(tmp_path / "elsewhere", n=10)
+    folder = tmp_path / "in"
+    _, labels, _, _ = write_mnist(folder, n=10)
+    (folder / outside.name).unlink()
+    (folder / outside.name).symlink_to(outside)
+    for read in (idx.idx_pairs, load_path, lambda p: prepare("my-idx", path=p)):
+        with pytest.raises(DataSourceError, match="outside the input folder") as e:
+            read(folder)
+        assert str(folder / outside.name) in str(e.value)
+
+
+def test_idx_symlink_inside_the_folder_is_read(tmp_path):
+    folder = tmp_path / "in"
+    images, labels, x, y = write_mnist(folder / "real", n=10)
+    (folder / images.name).symlink_to(images)
+    (folder / labels.name).symlink_to(labels)
+    assert idx.idx_pairs(folder) == [(folder / images.name, folder / labels.name)]
+    assert np.array_equal(load_path(folder).pixels[:, 0], x)
+
+
+@pytest.mark.parametrize("dims", [(10, 0, 28), (10, 28, 0), (0, 28, 28)])
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_zero_dimension_is_refused_naming_the_file(tmp_path, dims, gz):
+    """A zero height or width failed in torch's resize with a message naming no file."""
+    _, labels, _, _ = write_mnist(tmp_path, n=dims[0], gz=gz)
+    images = tmp_path / f"train-images-idx3-ubyte{'.gz' if gz else ''}"
+    header = struct.pack(">i", idx.IMAGES_MAGIC) + struct.pack(">3i", *dims)
+    images.write_bytes(gzip.compress(header) if gz else header)
+    with pytest.raises(DataSourceError, match="zero dimension") as e:
+        prepare("my-idx", path=tmp_path)
+    assert str(images) in str(e.value)
+
+
+def test_idx_labels_file_with_a_zero_dimension_is_refused_naming_the_file(tmp_path):
+    _, labels, _, _ = write_mnist(tmp_path, n=10, gz=False)
+    labels.write_bytes(struct.pack(">ii", idx.LABELS_MAGIC, 0))
+    with pytest.raises(DataSourceError, match="zero dimension") as e:
+        idx.read_idx(labels, idx.LABELS_MAGIC)
+    assert str(labels) in str(e.value) and "no labels" in str(e.value)
