@@ -11,6 +11,7 @@ stays in memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from aigc_core.atomic import write_bytes_atomic
+from aigc_core.atomic import naming_full_disk, write_bytes_atomic
 from data_contracts import images, text
 from data_contracts.common import BLOCK
 
@@ -218,13 +219,16 @@ def validate_snapshot(
     if kind not in SUITES:
         raise ValueError(f"no data contract for snapshot kind {kind!r}; known: {sorted(SUITES)}")
     module = SUITES[kind]
-    report = run_suite(
-        module.profile(table),
-        f"{kind}_snapshot",
-        module.expectations(manifest),
-        manifest["id"],
-        Path(results_dir) if results_dir is not None else None,
-    )
+    results = Path(results_dir) if results_dir is not None else None
+    # GX writes its Data Docs there: a full disk names that folder
+    with naming_full_disk(results) if results is not None else contextlib.nullcontext():
+        report = run_suite(
+            module.profile(table),
+            f"{kind}_snapshot",
+            module.expectations(manifest),
+            manifest["id"],
+            results,
+        )
     for c in report.warnings:
         log.warning("data contract warning: %s", c.describe())
     if not report.success:

@@ -38,8 +38,8 @@ import torch
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from aigc_core import progress
-from aigc_core.atomic import sha256_file, staged_dir, write_bytes_atomic
+from aigc_core import names, progress
+from aigc_core.atomic import remove_stale_staging, sha256_file, staged_dir, write_bytes_atomic
 from aigc_core.curation.images import decide_images, rejected_by_reason, score_images
 from aigc_core.curation.policy import Policy, load_policy
 from aigc_core.curation.text import TextPolicy, TrainingNgrams, decide_texts, score_texts
@@ -199,6 +199,7 @@ def make_plan(
     """Resolve the model, fix shard seeds, the policy and (text) the prompts and sampling
     options; JSON-able, so it travels to workers. `sampling`: TextSampling fields, text only."""
     h = Home.resolve(home).ensure()
+    remove_stale_staging(h.content)  # batches whose publishing was killed
     tracking.configure(h)
     mv = resolve_model(model_ref)
     family = mv.tags.get("family", "dcgan")
@@ -256,7 +257,8 @@ def make_plan(
             sampling=kind_plan["sampling"],
             prompts=hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
         )
-    batch_id = _batch_id(key)
+    batch_id = names.batch_id(_batch_id(key))
+    batch_dir = names.inside(h.content, h.content / batch_id)
     return {
         "batch_id": batch_id,
         "kind": kind,
@@ -272,7 +274,7 @@ def make_plan(
         "shards": [s.to_dict() for s in plan],
         **kind_plan,
         "work_dir": str(h.content / ".work" / batch_id),
-        "batch_dir": str(h.content / batch_id),
+        "batch_dir": str(batch_dir),
     }
 
 
@@ -427,8 +429,13 @@ def run_shard(plan: dict, shard: int, home: str) -> dict:
     s = plan["shards"][shard]
     part = Path(plan["work_dir"]) / part_name(shard)
     record = {"shard": shard, "path": str(part), "rows": s["count"]}
-    if Path(plan["batch_dir"]).exists() or _part_ok(part, s["count"]):
-        log.info("shard %d of batch %s already written; skipped", shard, plan["batch_id"])
+    if Path(plan["batch_dir"]).exists():  # publishing says so, once for the batch
+        log.info("batch %s is published; shard %d skipped", plan["batch_id"], shard)
+        return {**record, "skipped": True}
+    if _part_ok(part, s["count"]):
+        log.warning(
+            "shard %d of batch %s reused from an earlier run: %s", shard, plan["batch_id"], part
+        )
         return {**record, "skipped": True}
     h = Home.resolve(home)
     tracking.configure(h)
@@ -550,6 +557,7 @@ def publish_batch(plan: dict, home: str, flow_run_id: str = "") -> dict:
     h = Home.resolve(home)
     final = Path(plan["batch_dir"])
     if (final / MANIFEST).exists():
+        log.warning("batch %s was already published: reused %s", plan["batch_id"], final)
         return json.loads((final / MANIFEST).read_text())
     tracking.configure(h)
     progress.report("curate", 0, plan["n"])
@@ -611,7 +619,7 @@ def publish_batch(plan: dict, home: str, flow_run_id: str = "") -> dict:
         summary_keys += ["sampling", "n_prompts", "created_at"]
         summary = {k: manifest[k] for k in summary_keys if k in manifest}
         try:
-            with staged_dir(final) as tmp:
+            with staged_dir(final, size_hint=full.nbytes) as tmp:
                 for s in plan["shards"]:
                     path = tmp / part_name(s["index"])
                     part = full.slice(s["start"], s["count"])

@@ -156,7 +156,7 @@ def publish(prepared: Prepared, datasets_root: Path, gate: Gate | None = None) -
     sid = prepared.id
     final = Path(datasets_root) / prepared.name / sid
     if final.is_dir():
-        log.info("snapshot %s/%s already exists; nothing written", prepared.name, sid)
+        log.warning("snapshot %s/%s already holds this content: reused", prepared.name, sid)
         return Snapshot(sid, prepared.name, final, read_manifest(final), created=False)
     if gate is not None:
         gate(prepared.table, prepared.manifest_preview())  # raises: nothing is written

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from aigc_core.atomic import write_bytes_atomic
+from aigc_core.atomic import naming_full_disk, write_bytes_atomic
 from aigc_core.evaluation.classifier import Classifier, ClassifierConfig
 from aigc_core.models.charlstm import CharLSTM, CharLSTMConfig
 from aigc_core.models.dcgan import DCGANConfig, Generator
@@ -44,7 +44,8 @@ def save_model(directory: Path, module: torch.nn.Module, config: dict) -> dict[s
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     tmp = directory / f".{WEIGHTS}.tmp"
-    save_file(state, tmp)
+    with naming_full_disk(directory / WEIGHTS):
+        save_file(state, tmp)
     os.replace(tmp, directory / WEIGHTS)
     write_bytes_atomic(directory / CONFIG, json.dumps(config, indent=2).encode())
     return {"weights": directory / WEIGHTS, "config": directory / CONFIG}
