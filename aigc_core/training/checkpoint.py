@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from aigc_core.atomic import sha256_file, write_bytes_atomic
+from aigc_core.atomic import naming_full_disk, sha256_file, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +52,17 @@ def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 3) -> P
     directory.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(directory, step)
     tmp = directory / f".{final.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        digest = sha256_file(tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with naming_full_disk(final):  # raised once the partial file is gone
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            digest = sha256_file(tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     write_bytes_atomic(final.with_name(final.name + SIDECAR), f"{digest}  {final.name}\n".encode())
     for _, old in list_checkpoints(directory)[max(keep, 1) :]:
         old.with_name(old.name + SIDECAR).unlink(missing_ok=True)

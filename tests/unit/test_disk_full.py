@@ -187,3 +187,30 @@ def test_a_full_disk_inside_a_published_folder_names_the_folder(tmp_path):
         (tmp / "part-00000.parquet").write_bytes(bytes(100))
         raise inner
     assert list(final.parent.iterdir()) == []
+
+
+def test_a_full_disk_during_a_checkpoint_names_it_and_leaves_no_partial_file(tmp_path):
+    """torch.save hits the file size limit (a full disk): the error names the checkpoint and
+    neither a temporary file nor a checkpoint is left; the earlier checkpoint is untouched."""
+    script = textwrap.dedent("""
+        import resource, signal, sys
+        from pathlib import Path
+        import torch
+        from aigc_core.training.checkpoint import save_checkpoint
+        d = Path(sys.argv[1])
+        save_checkpoint(d, 1, {"w": torch.zeros(4)})
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+        try:
+            save_checkpoint(d, 2, {"w": torch.zeros(100_000)})
+        except OSError as e:
+            print("error:", e, flush=True)
+            sys.exit(3)
+    """)
+    d = tmp_path / "checkpoints"
+    p = subprocess.run(
+        [sys.executable, "-c", script, str(d)], capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 3, p.stderr[-2000:]
+    assert f"cannot write {d / 'ckpt-00000002.pt'}: File too large" in p.stdout, p.stdout
+    assert sorted(f.name for f in d.iterdir()) == ["ckpt-00000001.pt", "ckpt-00000001.pt.sha256"]
