@@ -40,6 +40,10 @@ PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
 # deployments on the local process pool; the scale-out ones (e.g. nightly-gpu on a Kubernetes
 # pool) are deployed by name once their pool exists
 LOCAL_DEPLOYMENTS = ["nightly-retrain/nightly", "batch-generate/on-demand", "ingest/on-demand"]
+# `prefect deploy --name FLOW/DEPLOYMENT` matches FLOW against the entrypoint's function name
+# (dashes read as underscores), not the flow's name: ingest's function is `ingest_dataset`, and
+# two deployments are called on-demand, so `ingest/on-demand` selected nothing
+_DEPLOY_SELECTORS = {"ingest/on-demand": "ingest-dataset/on-demand"}
 
 
 MLFLOW_ADMIN = "aigc"
@@ -514,7 +518,7 @@ def deploy(home: Home) -> str:
     ep = endpoints(home)
     env = service_env(home, ep)
     ensure_pool(env)
-    names = [a for d in LOCAL_DEPLOYMENTS for a in ("--name", d)]
+    names = [a for d in LOCAL_DEPLOYMENTS for a in ("--name", _DEPLOY_SELECTORS.get(d, d))]
     p = _prefect(
         ["--no-prompt", "deploy", *names, "--prefect-file", str(PREFECT_FILE)], env, timeout=300
     )

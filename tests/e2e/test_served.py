@@ -262,6 +262,16 @@ def test_the_mlflow_server_refuses_foreign_hosts_and_origins(served):
     assert http("GET", search)[0] == 200  # our own clients still read
 
 
+def test_aigc_deploy_registers_every_local_deployment(served):
+    home, ep = served
+    status, deployments = prefect_api(home, ep, "POST", "/deployments/filter", {"limit": 50})
+    assert status == 200, deployments
+    status, flows = prefect_api(home, ep, "POST", "/flows/filter", {"limit": 50})
+    flow_names = {f["id"]: f["name"] for f in flows}
+    found = {f"{flow_names[d['flow_id']]}/{d['name']}" for d in deployments}
+    assert set(services.LOCAL_DEPLOYMENTS) <= found, found
+
+
 def test_nightly_deployment_run_promotes_and_writes_a_batch(served):
     home, ep = served
     p = trigger(home, ep, "nightly-retrain/nightly", "preset=smoke", "n_generate=32", watch=True)
