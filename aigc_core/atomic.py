@@ -19,11 +19,12 @@ import logging
 import os
 import re
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from aigc_core.process import Owner, host_id, start_time
 
 log = logging.getLogger(__name__)
 
@@ -205,50 +206,11 @@ def _tree_bytes(path: Path) -> int:
     return total
 
 
-def _host() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat after the command name (Linux): [state, ppid, ...], or None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2 :].split()
-
-
-def _start_time(pid: int) -> int:
-    """When `pid` started, in clock ticks since boot (Linux), or 0 where that is unknown: with
-    the pid it tells a process from a later one that reused its pid."""
-    stat = _proc_stat(pid)
-    return int(stat[19]) if stat and len(stat) > 19 else 0
-
-
 def staging_path(final: Path, pid: int | None = None) -> Path:
     """A fresh staging folder name next to `final`, owned by `pid` (default: this process)."""
     pid = os.getpid() if pid is None else pid
-    owner = f"p{pid}-s{_start_time(pid)}-h{_host()}"
+    owner = f"p{pid}-s{start_time(pid)}-h{host_id()}"
     return final.parent / f"{STAGING_PREFIX}{final.name}-{owner}-{uuid.uuid4().hex[:8]}"
-
-
-def _owner_alive(pid: int, start: int) -> bool:
-    """Whether process `pid` (started at `start`, 0: unknown) still runs on this host. When in
-    doubt, alive: a live writer's staging folder must never be removed."""
-    if pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. EPERM: another user's process
-        pass
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True
-    if stat[0] in ("Z", "X"):  # killed, not yet reaped by its parent
-        return False
-    return not (start and len(stat) > 19 and int(stat[19]) != start)  # the pid was reused
 
 
 def remove_stale_staging(parent: Path) -> list[Path]:
@@ -259,7 +221,7 @@ def remove_stale_staging(parent: Path) -> list[Path]:
         entries = [p for p in Path(parent).iterdir() if p.name.startswith(STAGING_PREFIX)]
     except OSError:
         return []
-    host, removed = _host(), []
+    removed = []
     for p in entries:
         m = _OWNER.search(p.name)
         try:
@@ -267,7 +229,7 @@ def remove_stale_staging(parent: Path) -> list[Path]:
                 continue
             if m is not None:
                 pid = int(m["pid"])
-                if m["host"] != host or _owner_alive(pid, int(m["start"])):
+                if Owner(pid, int(m["start"]), m["host"]).alive():
                     continue
                 why = f"its writer (pid {pid}) is no longer running"
             else:

@@ -14,11 +14,11 @@ process is never taken over, in either mode.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ from aigc_core.atomic import write_bytes_atomic
 from aigc_core.data.snapshot import find_snapshot, image_arrays, read_table, text_split
 from aigc_core.models.io import save_model
 from aigc_core.paths import Home
+from aigc_core.process import Owner
 from aigc_core.training import engine, interrupt
 from aigc_core.training.checkpoint import list_checkpoints
 from aigc_core.training.device import pick_device
@@ -99,41 +100,13 @@ def _init_source(init_from: str | None, work_dir: Path):
     return folder, lineage
 
 
-def _owner() -> dict:
-    """The process that writes an active-run pointer: pid, its start time, host."""
-    pid = os.getpid()
-    return {"pid": pid, "started": _process_start(pid), "host": socket.gethostname()}
-
-
-def _process_start(pid: int) -> str | None:
-    """A process's start time (Linux: clock ticks since boot, /proc/PID/stat field 22), to tell
-    it from a later process given the same pid; None where there is no /proc or for a zombie."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] == "Z" else fields[19]
-
-
-def _running(owner: dict) -> bool:
-    """Whether the process named in a pointer is still running. A pointer without one (an
-    interrupted run, an older pointer), from another host, or from this very process is not
-    held by a running process."""
-    pid = owner.get("pid")
-    if not isinstance(pid, int) or owner.get("host") != socket.gethostname() or pid == os.getpid():
+def _running(pointer: dict) -> bool:
+    """Whether the process named in an active-run pointer still trains it. A pointer without one
+    (an interrupted run, an older pointer) or from this very process is not held."""
+    pid = pointer.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: alive
-    except OSError:
-        return False
-    started = _process_start(pid)
-    if started is None:  # a zombie, or no /proc to compare with: trust the pid when it can
-        return not Path("/proc").is_dir()
-    return owner.get("started") in (None, started)
+    return Owner(pid, int(pointer.get("start") or 0), str(pointer.get("host"))).alive()
 
 
 def _read_pointer(pointer: Path) -> dict | None:
@@ -236,7 +209,8 @@ def _train(snapshot_id, preset, home, family, device, resume, init_from, overrid
     else:
         tracking.client().update_run(run_id, status="RUNNING")
         log.info("resuming run %s", run_id)
-    write_bytes_atomic(pointer, json.dumps({"run_id": run_id, **_owner()}).encode())
+    me = dataclasses.asdict(Owner.me())
+    write_bytes_atomic(pointer, json.dumps({"run_id": run_id, **me}).encode())
     run_dir = h.runs / run_id
 
     try:

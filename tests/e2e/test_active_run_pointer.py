@@ -5,7 +5,6 @@ while a run still training in a live process is never taken over."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from aigc_core.data.snapshot import image_table, write_snapshot
 from aigc_core.paths import Home
+from aigc_core.process import host_id, start_time
 from tests.conftest import tiny_images
 
 pytestmark = pytest.mark.slow
@@ -35,9 +35,8 @@ def pointer_of(home: Path, sid: str) -> Path:
 
 
 def owner(pid: int) -> dict:
-    """What a process training a run writes into its pointer (see tasks.training._owner)."""
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return {"pid": pid, "started": stat[19], "host": socket.gethostname()}
+    """What a process training a run writes into its pointer (aigc_core.process.Owner)."""
+    return {"pid": pid, "start": start_time(pid), "host": host_id()}
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
@@ -71,8 +70,7 @@ def test_a_dead_run_with_a_checkpoint_is_still_resumable_only(image_home):
     # as if the process had been killed (-9) after that checkpoint, pid long gone
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    pointer.write_text(json.dumps({"run_id": first["run_id"], "pid": gone.pid, "started": "1",
-                                   "host": socket.gethostname()}))  # fmt: skip
+    pointer.write_text(json.dumps({"run_id": first["run_id"], **owner(gone.pid)}))
     with pytest.raises(RuntimeError, match="did not finish; resume it"):
         train.fn(sid, "smoke", str(home), family="dcgan", resume="never", overrides=FAST)
     again = train.fn(sid, "smoke", str(home), family="dcgan", resume="auto", overrides=FAST)
