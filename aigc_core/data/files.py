@@ -42,6 +42,17 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
+def refuse_link_out_of(p: Path, root: Path, real_root: Path | None = None) -> Path:
+    """`p`'s resolved path; a DataSourceError when that lies outside the folder `root`."""
+    target = p.resolve()
+    if not _inside(target, real_root or Path(root).resolve()):
+        raise DataSourceError(
+            f"{p}: symlink to {target}, which is outside the input folder {root}; "
+            f"copy the file into the folder instead of linking to it"
+        )
+    return target
+
+
 def walk_files(root: Path, suffixes: Iterable[str]) -> list[Path]:
     """Files under `root` whose suffix (lowercased) is in `suffixes`, sorted by relative path.
 
@@ -60,12 +71,7 @@ def walk_files(root: Path, suffixes: Iterable[str]) -> list[Path]:
         for name in sorted(dirnames + filenames):
             p = here / name
             if p.is_symlink():
-                target = p.resolve()
-                if not _inside(target, real_root):
-                    raise DataSourceError(
-                        f"{p}: symlink to {target}, which is outside the input folder {root}; "
-                        f"copy the file into the folder instead of linking to it"
-                    )
+                target = refuse_link_out_of(p, root, real_root)
                 if target.is_dir():  # inside the folder: os.walk reaches its files anyway
                     continue
             if name in filenames and p.suffix.lower() in wanted:

@@ -28,7 +28,12 @@ from typing import BinaryIO
 
 import numpy as np
 
-from aigc_core.data.files import DataSourceError, require_exists, walk_files
+from aigc_core.data.files import (
+    DataSourceError,
+    refuse_link_out_of,
+    require_exists,
+    walk_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +202,7 @@ def idx_pairs(path: Path) -> list[tuple[Path, Path]]:
                 f"{path}: no labels file next to it (expected {labels.name}); give the folder "
                 f"holding both the images and the labels IDX files"
             )
+        refuse_link_out_of(labels, path.parent)  # found, not given: it must stay in the folder
         return [(path, labels)]
     top = {p.name: p for p in walk_files(path, ("", ".gz")) if p.parent == path}
     pairs = []

@@ -160,6 +160,18 @@ def test_idx_symlink_escaping_the_folder_is_refused(tmp_path):
         assert str(folder / outside.name) in str(e.value)
 
 
+def test_idx_labels_found_beside_a_given_images_file_must_not_link_out(tmp_path):
+    """Given the images file itself, the labels file is found next to it: a link from there to
+    elsewhere is refused too, while the images file the user named may be a link."""
+    _, outside_labels, _, _ = write_mnist(tmp_path / "elsewhere", n=10)
+    images, labels, _, _ = write_mnist(tmp_path / "in", n=10)
+    labels.unlink()
+    labels.symlink_to(outside_labels)
+    with pytest.raises(DataSourceError, match="outside the input folder") as e:
+        idx.idx_pairs(images)
+    assert str(labels) in str(e.value)
+
+
 def test_idx_symlink_inside_the_folder_is_read(tmp_path):
     folder = tmp_path / "in"
     images, labels, x, y = write_mnist(folder / "real", n=10)
