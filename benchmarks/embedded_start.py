@@ -60,13 +60,16 @@ def trial(home: Path, which: str, baseline_timeout: float | None) -> tuple[bool,
     if which == "baseline" and baseline_timeout:
         env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = str(baseline_timeout)
     t0 = time.perf_counter()
-    p = subprocess.run(
-        [sys.executable, "-c", FLOW, str(home), which],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        env=env,
-    )
+    try:
+        p = subprocess.run(
+            [sys.executable, "-c", FLOW, str(home), which],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        return False, time.perf_counter() - t0, "no result within 300 s"
     wall = time.perf_counter() - t0
     why = "" if p.returncode == 0 else (p.stderr.strip().splitlines() or ["?"])[-1][:160]
     return p.returncode == 0, wall, why
