@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test test-fast lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,11 @@ $(VENV)/.installed: pyproject.toml
 demo: setup  ## the nightly pipeline once, embedded, on the built-in digits (a few minutes on CPU)
 	$(VENV)/bin/aigc run --preset cpu
 
-test: setup  ## the whole suite: unit, contracts, flows and end-to-end
+test: setup  ## the whole suite: unit, contracts and integration (flows, stores, the CLI, servers)
 	$(PY) -m pytest -q
+
+test-fast: setup  ## the pure unit tests: no MLflow store, no subprocess, no server (under a minute)
+	$(PY) -m pytest -q tests/unit
 
 lint: setup
 	$(VENV)/bin/ruff check .

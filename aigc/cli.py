@@ -226,16 +226,19 @@ def run(
     out.print(f"review report: {batch / 'report.html'}")
 
 
+DEFAULT_DATASET = {"image": "digits", "text": "python-docs"}  # by the family's kind
+
+
 def _nightly(preset, family, dataset, path, init_from, n, seed, min_confidence, home, verbose):
     """`aigc run`'s work: check the input, start Prefect, run the nightly flow; its summary."""
     h = open_home(home, verbose)
-    from aigc_core.training import engine, interrupt
+    from aigc_core import families
+    from aigc_core.training import interrupt
 
-    if dataset is None:
-        dataset = "python-docs" if family in engine.TEXT_FAMILIES else "digits"
     try:
-        engine.preset(family, preset)
-        dataset = names.dataset(dataset)
+        fam = families.get(family)
+        fam.preset(preset)
+        dataset = names.dataset(DEFAULT_DATASET[fam.kind] if dataset is None else dataset)
     except ValueError as e:
         raise _fail(str(e), 2) from None
 
@@ -276,6 +279,7 @@ def _nightly(preset, family, dataset, path, init_from, n, seed, min_confidence, 
 # Command groups live in their own modules and register on `app` when imported.
 from aigc import (  # noqa: E402, F401
     data_commands,
+    family_commands,
     generate_commands,
     ops_commands,
     registry_commands,

@@ -7,6 +7,7 @@ version or an unexpected error; 2 bad input (unknown model or version, --force w
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 from pathlib import Path
@@ -25,14 +26,11 @@ VERBOSE_OPTION = typer.Option(False, "--verbose", "-v", help="Show library logs.
 
 
 def _registry(home: Path | None, verbose: bool):
-    """Settings first, then the (slow to import) registry modules, pointed at the home."""
+    """Settings first, then the (slow to import) registry services."""
     h = open_home(home, verbose)
     with err.status("opening the MLflow registry...", spinner="dots"):
-        from tasks import mlflow_adapter as tracking
         from tasks import registry
-
-        tracking.configure(h)
-    return h, tracking, registry
+    return h, registry
 
 
 def _actor() -> str:
@@ -43,7 +41,7 @@ def _actor() -> str:
 
 
 def _call(verbose: bool, fn, *args, **kwargs):
-    from tasks.registry import RegistryError
+    from aigc_core.promotion import RegistryError
 
     try:
         return fn(*args, **kwargs)
@@ -72,7 +70,7 @@ def promote(
     model, version = _name(names.model, model), _name(names.version, version)
     if force and not (reason and reason.strip()):
         raise _fail("--force needs --reason TEXT: a forced promotion is recorded with why", 2)
-    h, _, registry = _registry(home, verbose)
+    h, registry = _registry(home, verbose)
     result = _call(
         verbose,
         registry.promote_version,
@@ -84,12 +82,13 @@ def promote(
         actor=_actor(),
     )
     if as_json:
-        print(json.dumps({"model_name": model, "version": version, **result}, sort_keys=True))
+        fields = dataclasses.asdict(result)
+        print(json.dumps({"model_name": model, "version": version, **fields}, sort_keys=True))
     else:
-        colour = "green" if result["promoted"] else "yellow"
-        out.print(f"[{colour}]{model} v{version}: {result['decision']}[/] - {result['reason']}")
-        out.print(f"champion: v{result['champion_version']}")
-    if result["decision"] in ("rejected", "conflict"):
+        colour = "green" if result.promoted else "yellow"
+        out.print(f"[{colour}]{model} v{version}: {result.decision}[/] - {result.reason}")
+        out.print(f"champion: v{result.champion_version}")
+    if result.decision in ("rejected", "conflict"):
         raise typer.Exit(1)
 
 
@@ -103,7 +102,7 @@ def rollback(
 ) -> None:
     """Point `champion` back at the champion the current one replaced (recorded)."""
     model = _name(names.model, model)
-    h, _, registry = _registry(home, verbose)
+    h, registry = _registry(home, verbose)
     result = _call(verbose, registry.rollback, h, model, reason=reason, actor=_actor())
     if as_json:
         print(json.dumps(result, sort_keys=True))
@@ -124,8 +123,8 @@ def models(
     """A table of registered models: versions, aliases, gate metrics and promotion decisions."""
     if model is not None:
         model = _name(names.model, model)
-    _, tracking, registry = _registry(home, verbose)
-    listed = [m for m in _call(verbose, tracking.list_models) if model in (None, m["name"])]
+    h, registry = _registry(home, verbose)
+    listed = _call(verbose, registry.list_models, h, model)
     if model is not None and not listed:
         raise _fail(f"no registered model {model!r}; `aigc models` lists them", 2)
     if as_json:
@@ -134,7 +133,8 @@ def models(
     if not listed:
         err.print("no registered models yet: `aigc run` trains and registers one")
         return
-    prefix = registry.GATE_TAG_PREFIX
+    from aigc_core.promotion import GATE_TAG_PREFIX as prefix
+
     for m in listed:
         gate_keys = sorted({k for v in m["versions"] for k in v["tags"] if k.startswith(prefix)})
         table = Table(title=m["name"])

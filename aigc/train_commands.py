@@ -11,6 +11,7 @@ imported, so a signal at any moment of start-up is not lost.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -20,8 +21,6 @@ from rich.table import Table
 from aigc.cli import _fail, _name, app, err, open_home, out, progress_bars
 from aigc_core import names
 from aigc_core.training import interrupt  # the standard library only: cheap to import here
-
-FAMILIES = ("dcgan", "vae", "charlstm", "transformer")
 
 
 @app.command()
@@ -56,7 +55,7 @@ def train(
     with interrupt.stop_on_signals():
         try:
             with interrupt.abort_on_signals():
-                h, snapshot, overrides, train_task = _start(
+                h, snapshot, overrides, train_run = _start(
                     snapshot, model, preset, resume, steps, home, verbose
                 )
         except interrupt.StopRequested:
@@ -66,41 +65,46 @@ def train(
                 interrupt.EXIT_INTERRUPTED,
             ) from None
         result = _run(
-            train_task, snapshot, model, preset, h, device, resume, init_from, overrides, verbose
+            train_run, snapshot, model, preset, h, device, resume, init_from, overrides, verbose
         )
     _show(result, as_json)
 
 
 def _start(snapshot, model, preset, resume, steps, home, verbose):
-    """Check the input and import the task: home, snapshot id, train-config overrides, task."""
+    """Check the input and import the service: home, snapshot id, train-config overrides, and
+    `tasks.training.train_run`."""
     snapshot = _name(names.snapshot_id, snapshot)
     h = open_home(home, verbose)
-    if model not in FAMILIES:
-        raise _fail(f"unknown model {model!r}; choose one of {', '.join(FAMILIES)}", 2)
+    from aigc_core import families
+
+    known = families.family_names()
+    if model not in known:
+        raise _fail(f"unknown model {model!r}; choose one of {', '.join(known)}", 2)
     if resume not in ("auto", "never"):
         raise _fail(f"--resume must be auto or never, got {resume!r}", 2)
     from aigc_core.training import engine
 
     overrides = {"steps": steps} if steps else None
     try:
-        engine.train_config(model, preset, overrides)
+        engine.train_config(families.get(model), preset, overrides)
     except ValueError as e:
         raise _fail(str(e), 2) from None
 
     with err.status("starting MLflow...", spinner="dots"):
-        from tasks.training import train as train_task
-    return h, snapshot, overrides, train_task
+        from tasks.training import train_run
+    return h, snapshot, overrides, train_run
 
 
-def _run(train_task, snapshot, model, preset, h, device, resume, init_from, overrides, verbose):
-    from aigc_core.data.snapshot import SnapshotError
+def _run(train_run, snapshot, model, preset, h, device, resume, init_from, overrides, verbose):
+    """Train; the run's fields as printed (see `_show`)."""
+    from aigc_core.data.snapshot import SnapshotError, find_snapshot
     from aigc_core.training.checkpoint import CheckpointError
     from aigc_core.training.loop import Interrupted, NonFiniteLoss
 
     try:
         with progress_bars():
-            return train_task.fn(
-                snapshot,
+            trained = train_run(
+                find_snapshot(h.datasets, snapshot).ref(),
                 preset,
                 str(h.root),
                 family=model,
@@ -109,6 +113,7 @@ def _run(train_task, snapshot, model, preset, h, device, resume, init_from, over
                 init_from=init_from,
                 overrides=overrides,
             )
+        return _fields(trained)
     except Interrupted as e:
         raise _fail(
             f"{e}\nRerun with --resume auto to continue.", interrupt.EXIT_INTERRUPTED
@@ -125,13 +130,23 @@ def _run(train_task, snapshot, model, preset, h, device, resume, init_from, over
         raise _fail(f"{type(e).__name__}: {e}") from None
 
 
+def _fields(trained) -> dict:
+    """A trained run as flat fields, as printed: its snapshot's id, a warm start's lineage (if
+    any) and the family's final metrics beside the others."""
+    fields = dataclasses.asdict(trained)
+    del fields["snapshot"]
+    final = fields.pop("final")
+    for k in ("parent_model_uri", "parent_version"):
+        if fields[k] is None:
+            del fields[k]
+    return {"run_id": fields.pop("run_id"), "snapshot_id": trained.snapshot.id, **fields, **final}
+
+
 def _show(result: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, sort_keys=True))
         return
     table = Table(title="aigc train", show_header=False)
     for k, v in result.items():
-        if k == "input_example":
-            continue
         table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     out.print(table)

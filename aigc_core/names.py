@@ -127,6 +127,32 @@ def model_ref(ref: object) -> str:
     return ref
 
 
+def parse_model_ref(
+    ref: str, default_alias: str = "champion"
+) -> tuple[str, str | None, str | None]:
+    """ "NAME", "NAME@ALIAS" or "NAME/VERSION" -> (name, alias, version); a bare NAME means its
+    `default_alias`. Only the shape is checked here (`model_ref` checks each part's rule)."""
+    ref = ref.strip()
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = None
+    elif "/" in ref:
+        name, version = ref.rsplit("/", 1)
+        alias = None
+        if not version.isdigit():
+            raise ValueError(f"model {ref!r}: a version after '/' is a number, e.g. {name}/3")
+    else:
+        name, alias, version = ref, default_alias, None
+    if not name or (alias is not None and not alias):
+        raise ValueError(f"model {ref!r}: expected NAME, NAME@ALIAS or NAME/VERSION")
+    return name, alias, version
+
+
+def registered_model_name(family: str, dataset: str) -> str:
+    """One registered model per family and dataset, e.g. aigc-dcgan-digits."""
+    return f"aigc-{family}-{dataset}"
+
+
 def inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
     """`path`, if it resolves (symlinks and `..` followed) to somewhere below `root`; else
     InvalidName."""

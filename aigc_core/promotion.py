@@ -1,17 +1,48 @@
-"""The promotion gate's decision, as a pure function of metrics and a policy.
+"""Promotion: the gate's decision, and the compare-and-set service that acts on it.
 
-A policy per model family names the primary metric and its direction, the margin a candidate
-must win by, and hard floors (limits any candidate must meet whatever the champion scores: an
-evaluator good enough for its scores to mean something, a maximum memorization rate). The
-registry adapter reads the current champion's gate metrics, calls `decide`, and records the
-returned reason on the candidate version whatever the outcome.
+The decision is a pure function of metrics and a policy. A family's policy (`family.policy`)
+names the primary metric and its direction, the margin a candidate must win by, and hard floors
+(limits any candidate must meet whatever the champion scores: an evaluator good enough for its
+scores to mean something, a maximum memorization rate).
+
+`promote_version` acts on a registry (anything with the four methods of `Registry`; the tracker
+in `tasks/tracking.py` is one): under the model's promotion lock it reads the champion, asks
+`decide`, reads the champion again and moves the alias only if it is still the one compared.
+Every decision, promoted or not, goes to the candidate's version tags and to the append-only
+audit log `<home>/registry/audit.jsonl`; `rollback` walks back through the promotions.
+
+The lock is a file lock (flock) under the home taken together with an in-process lock: it
+serializes threads and processes on ONE machine that share the home. MLflow's alias update is an
+unconditional overwrite, so it does not serialize promoters on different machines (or homes on
+NFS, where flock is unreliable); for that, promote through one process (the served-mode MLflow
+server's host) or replace it with a database-level lock on the tracking backend (e.g. a Postgres
+advisory lock). The alias is re-read after it is set to detect writers that bypass the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import math
-from collections.abc import Mapping
+import os
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from aigc_core import names
+from aigc_core.paths import Home
+from aigc_core.stages import ModelVersion, PromotionResult
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"  # serving, and the latest candidate
+GATE_TAG_PREFIX = "gate."
+# the family of a version registered before versions carried a "family" tag
+UNTAGGED_FAMILY = "dcgan"
 
 
 @dataclass(frozen=True)
@@ -26,51 +57,6 @@ class GatePolicy:
     def gate_metrics(self) -> list[str]:
         """Every metric the gate reads: recorded on each version as `gate.<metric>` tags."""
         return list(dict.fromkeys([self.metric, *self.minimums, *self.maximums]))
-
-
-# Per family. Image families gate on FID in the evaluator's feature space; text families on
-# held-out bits per character. Floors: an evaluator below 90% held-out accuracy makes FID
-# meaningless; a generator copying more than 5% of its samples from training data is rejected;
-# a language model whose bigrams are under 20% distinct is looping, and one with under 10%
-# novel word 4-grams is reciting its training text.
-POLICIES: dict[str, GatePolicy] = {
-    "dcgan": GatePolicy(
-        metric="fid",
-        lower_is_better=True,
-        min_improvement=0.0,
-        minimums={"evaluator_accuracy": 0.9},
-        maximums={"memorization_rate": 0.05},
-    ),
-    "vae": GatePolicy(
-        metric="neg_elbo",
-        lower_is_better=True,
-        min_improvement=0.0,
-        minimums={"evaluator_accuracy": 0.9},
-        maximums={"memorization_rate": 0.05},
-    ),
-    "charlstm": GatePolicy(
-        metric="bits_per_char",
-        lower_is_better=True,
-        min_improvement=0.0,
-        minimums={"distinct_2": 0.2, "novelty": 0.1},
-    ),
-    "transformer": GatePolicy(
-        metric="bits_per_char",
-        lower_is_better=True,
-        min_improvement=0.0,
-        minimums={"distinct_2": 0.2, "novelty": 0.1},
-    ),
-}
-
-
-def policy_for(family: str) -> GatePolicy:
-    try:
-        return POLICIES[family]
-    except KeyError:
-        raise ValueError(
-            f"no promotion policy for model family {family!r}; known: {sorted(POLICIES)}. "
-            "Add one to aigc_core.promotion.POLICIES."
-        ) from None
 
 
 @dataclass(frozen=True)
@@ -136,3 +122,259 @@ def decide(
         f"{m} {cand:.4g} does not beat {who} {champ:.4g} ({better} is better, "
         f"needs a margin > {policy.min_improvement:g})",
     )
+
+
+# --- the registry a promotion acts on, and the gate metrics recorded on its versions ---------
+
+
+class RegistryError(LookupError):
+    """A registry operation named a model, version or alias that is not there."""
+
+
+class Registry(Protocol):
+    """What promotion needs of a model registry (`tasks.tracking.Tracker` has it)."""
+
+    def alias_version(self, name: str, alias: str) -> ModelVersion | None: ...
+
+    def get_version(self, name: str, version: str) -> ModelVersion | None: ...
+
+    def set_alias(self, name: str, alias: str, version: str) -> None: ...
+
+    def tag_version(self, name: str, version: str, tags: Mapping[str, str]) -> None: ...
+
+
+def gate_tags(metrics: Mapping[str, float], policy: GatePolicy) -> dict[str, str]:
+    """The `gate.<metric>` version tags of the metrics the policy reads."""
+    return {
+        f"{GATE_TAG_PREFIX}{m}": str(float(metrics[m])) for m in policy.gate_metrics if m in metrics
+    }
+
+
+def gate_metrics_of(tags: Mapping[str, str]) -> dict[str, float]:
+    """The gate metrics recorded in a version's tags (unparsable values skipped)."""
+    out = {}
+    for k, v in tags.items():
+        if k.startswith(GATE_TAG_PREFIX):
+            try:
+                out[k[len(GATE_TAG_PREFIX) :]] = float(v)
+            except ValueError:
+                continue
+    return out
+
+
+def policy_of(version: ModelVersion) -> GatePolicy:
+    """The gate policy of the family a version's "family" tag names."""
+    from aigc_core import families  # families import this module: not at import time
+
+    return families.get(version.tags.get("family", UNTAGGED_FAMILY)).policy
+
+
+# --- the promotion lock and the audit log ------------------------------------------------------
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+def registry_dir(home: Home) -> Path:
+    return home.root / "registry"
+
+
+def audit_log_path(home: Home) -> Path:
+    return registry_dir(home) / "audit.jsonl"
+
+
+@contextlib.contextmanager
+def promotion_lock(home: Home, name: str, timeout: float = 120.0) -> Iterator[None]:
+    """Hold the promotion lock of registered model `name` (threads and processes, one machine)."""
+    from filelock import FileLock, Timeout
+
+    path = names.inside(home.root, registry_dir(home) / "locks" / f"{names.model(name)}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _THREAD_LOCKS_GUARD:
+        tlock = _THREAD_LOCKS.setdefault(str(path), threading.Lock())
+    if not tlock.acquire(timeout=timeout):
+        raise TimeoutError(f"promotion of {name!r}: another promotion held the lock {timeout:g} s")
+    try:
+        try:
+            flock = FileLock(str(path), timeout=timeout)
+            flock.acquire()
+        except Timeout:
+            raise TimeoutError(
+                f"promotion of {name!r}: lock {path} held by another process for {timeout:g} s; "
+                "if no promotion is running, the holder died: delete the lock file"
+            ) from None
+        try:
+            yield
+        finally:
+            flock.release()
+    finally:
+        tlock.release()
+
+
+def append_audit(home: Home, record: dict) -> dict:
+    """Append one decision to the append-only JSONL audit log (one write, fsynced)."""
+    record = {"at": datetime.now(UTC).isoformat(timespec="milliseconds"), **record}
+    path = audit_log_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return record
+
+
+def read_audit(home: Home, name: str | None = None) -> list[dict]:
+    """The audit log's records, oldest first; only those of model `name` when given."""
+    path = audit_log_path(home)
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if name is None or r.get("model_name") == name]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --- promote and roll back ---------------------------------------------------------------------
+
+
+def promote_version(
+    registry: Registry,
+    home: Home,
+    name: str,
+    version: str,
+    policy: GatePolicy | None = None,
+    metrics: Mapping[str, float] | None = None,
+    force: bool = False,
+    reason: str | None = None,
+    actor: str = "",
+) -> PromotionResult:
+    """Gate `version` of `name` against the champion and move the alias if it wins (or when
+    `force`, with a `reason`). Compare-and-set under the promotion lock; every decision recorded.
+
+    `policy` defaults to that of the version's family (its "family" tag); candidate metrics to
+    the version's `gate.*` tags. Raises RegistryError for an unknown version, InvalidName (a
+    ValueError) for a name or version that breaks `aigc_core.names`' rules."""
+    name, version = names.model(name), names.version(version)
+    if force and not (reason and reason.strip()):
+        raise ValueError(
+            "a forced promotion needs a reason (--reason TEXT): it goes in the audit log"
+        )
+    with promotion_lock(home, name):
+        mv = registry.get_version(name, version)
+        if mv is None:
+            raise RegistryError(
+                f"registered model {name!r} has no version {version!r}; `aigc models` lists them"
+            )
+        policy = policy or policy_of(mv)
+        candidate = dict(metrics) if metrics is not None else gate_metrics_of(mv.tags)
+        current = registry.alias_version(name, CHAMPION)
+        prev = current.version if current else None
+        champion_metrics = gate_metrics_of(current.tags) if current else None
+        if prev == version:
+            decision, outcome = Decision(False, f"v{version} is already the champion"), "unchanged"
+        else:
+            if force:
+                decision = Decision(True, f"forced by {actor or 'unknown'}: {reason.strip()}")
+            else:
+                decision = decide(candidate, champion_metrics, policy, champion_version=prev)
+            outcome = "promoted" if decision.promote else "rejected"
+        if decision.promote:
+            # compare-and-set: move the alias only if the champion is still the one compared
+            now = registry.alias_version(name, CHAMPION)
+            if (now.version if now else None) != prev:
+                decision = Decision(
+                    False,
+                    f"champion changed from v{prev} to v{now.version if now else None} during the "
+                    "decision (a writer bypassed the promotion lock); not promoted",
+                )
+                outcome = "conflict"
+            else:
+                registry.set_alias(name, CHAMPION, version)
+        after = registry.alias_version(name, CHAMPION)
+        champion_after = after.version if after else None
+        if decision.promote and champion_after != version:  # a writer outside the lock
+            log.error(
+                "champion of %s is v%s right after promoting v%s", name, champion_after, version
+            )
+        if outcome != "unchanged":
+            registry.tag_version(
+                name,
+                version,
+                {
+                    "promotion.decision": outcome,
+                    "promotion.reason": decision.reason,
+                    "promotion.previous_champion": prev or "none",
+                    "promotion.decided_at": _now(),
+                    "promotion.forced": str(force).lower(),
+                    "promotion.actor": actor,
+                },
+            )
+        append_audit(
+            home,
+            {
+                "action": "promote",
+                "model_name": name,
+                "version": version,
+                "decision": outcome,
+                "reason": decision.reason,
+                "forced": force,
+                "actor": actor,
+                "previous_champion": prev,
+                "champion_after": champion_after,
+                "policy_metric": policy.metric,
+                "candidate_metrics": {m: candidate.get(m) for m in policy.gate_metrics},
+                "champion_metrics": champion_metrics,
+            },
+        )
+    log.info("version %s of %s %s: %s", version, name, outcome, decision.reason)
+    return PromotionResult(decision.promote, outcome, decision.reason, champion_after, prev)
+
+
+def rollback(registry: Registry, home: Home, name: str, reason: str = "", actor: str = "") -> dict:
+    """Point `champion` back at the champion the current one replaced; record it. Returns
+    {model_name, champion_version, previous_champion}.
+
+    The previous champion is the current champion's `promotion.previous_champion` tag, so
+    repeated rollbacks walk back through the history of promotions."""
+    name = names.model(name)
+    with promotion_lock(home, name):
+        current = registry.alias_version(name, CHAMPION)
+        if current is None:
+            raise RegistryError(f"registered model {name!r} has no champion to roll back")
+        prev = current.tags.get("promotion.previous_champion", "none")
+        if prev in ("", "none") or registry.get_version(name, prev) is None:
+            raise RegistryError(
+                f"champion v{current.version} of {name!r} records no previous champion "
+                f"({prev!r}); choose one with `aigc promote {name} VERSION --force --reason TEXT`"
+            )
+        registry.set_alias(name, CHAMPION, prev)
+        why = reason.strip() or "rollback"
+        at = _now()
+        registry.tag_version(
+            name,
+            current.version,
+            {"rollback.demoted_at": at, "rollback.reason": why, "rollback.restored": prev},
+        )
+        registry.tag_version(
+            name, prev, {"rollback.restored_at": at, "rollback.replaced": current.version}
+        )
+        append_audit(
+            home,
+            {
+                "action": "rollback",
+                "model_name": name,
+                "version": prev,
+                "decision": "restored",
+                "reason": why,
+                "actor": actor,
+                "previous_champion": current.version,
+                "champion_after": prev,
+            },
+        )
+    log.info("%s: champion rolled back from v%s to v%s", name, current.version, prev)
+    return {"model_name": name, "champion_version": prev, "previous_champion": current.version}

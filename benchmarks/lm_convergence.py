@@ -30,9 +30,11 @@ from pathlib import Path
 
 import torch
 
+from aigc_core import families
 from aigc_core.data.ingest import prepare
 from aigc_core.data.snapshot import text_split
 from aigc_core.training import engine
+from aigc_core.training.engine import TrainData
 
 log = logging.getLogger("benchmarks.lm_convergence")
 TARGET_NATS, BUDGET_S = 2.0, 300.0
@@ -80,7 +82,7 @@ def english_corpus(n_bytes: int) -> str:
     return "\n\n".join(parts)
 
 
-def train_family(family: str, data: engine.TrainData, work: Path) -> dict:
+def train_family(family: str, data: TrainData, work: Path) -> dict:
     curve: list[tuple[float, int, float]] = []  # (seconds, step, val nats)
     t0 = time.perf_counter()
 
@@ -90,7 +92,9 @@ def train_family(family: str, data: engine.TrainData, work: Path) -> dict:
             t, v = curve[-1][0], m["val_loss"]
             log.info("%s step %d at %.0f s: val %.3f nats", family, step, t, v)
 
-    engine.train_model(family, "cpu", data, torch.device("cpu"), work / family, on_log=on_log)
+    engine.train_model(
+        families.get(family), "cpu", data, torch.device("cpu"), work / family, on_log=on_log
+    )
     wall = time.perf_counter() - t0
     first = next(((s, st) for s, st, v in curve if v < TARGET_NATS), None)
     final = curve[-1][2]
@@ -106,7 +110,7 @@ def train_family(family: str, data: engine.TrainData, work: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--families", nargs="+", default=list(engine.TEXT_FAMILIES))
+    p.add_argument("--families", nargs="+", default=families.family_names("text"))
     p.add_argument("--mb", type=float, default=1.0, help="megabytes of English (10^6 bytes)")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -134,7 +138,7 @@ def main() -> None:
             "threads": torch.get_num_threads(),
         }
         for family in a.families:
-            result |= train_family(family, engine.TrainData(text=train, val_text=val), work)
+            result |= train_family(family, TrainData(text=train, val_text=val), work)
         result["loadavg_1m"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
 

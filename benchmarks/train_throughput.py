@@ -35,8 +35,9 @@ from common import matmul_peak_gflops
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from aigc_core import families
+from aigc_core.families.base import TrainData
 from aigc_core.models.dcgan import DCGANConfig
-from aigc_core.training import engine
 from aigc_core.training.device import bf16_supported, pick_device
 from aigc_core.training.gan import GANJob, GANTrainConfig
 
@@ -144,21 +145,20 @@ def time_steps(loop, steps: int) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def family_samples_per_s(family: str, steps: int, device: torch.device) -> float:
-    """samples/s of `family` at its cpu (or, on CUDA, gpu) preset on synthetic data (after 2
-    warm-up steps)."""
-    model_cfg, train_cfg = engine.preset(family, "gpu" if device.type == "cuda" else "cpu")
+def family_samples_per_s(name: str, steps: int, device: torch.device) -> float:
+    """samples/s of family `name` at its cpu (or, on CUDA, gpu) preset on synthetic data (after
+    2 warm-up steps)."""
+    family = families.get(name)
+    model_cfg, train_cfg = family.preset("gpu" if device.type == "cuda" else "cpu")
     g = torch.Generator().manual_seed(0)
-    if family in engine.IMAGE_FAMILIES:
-        data = engine.TrainData(images=torch.rand(2048, 1, 28, 28, generator=g))
+    if family.kind == "image":
+        data = TrainData(images=torch.rand(2048, 1, 28, 28, generator=g))
     else:
         words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "cat"]
         idx = torch.randint(len(words), (40_000,), generator=g).tolist()
-        text = " ".join(words[i] for i in idx) + ".\n"
-        vocab, _, _ = engine.lm.prepare_text(text)
-        model_cfg = engine.lm.with_vocab(model_cfg, vocab)
-        data = engine.TrainData(text=text)
-    job = engine.build_job(family, model_cfg, train_cfg, data, device)
+        data = TrainData(text=" ".join(words[i] for i in idx) + ".\n")
+    model_cfg = family.prepare(model_cfg, data)  # a language model's vocabulary
+    job = family.build_job(model_cfg, train_cfg, data, device)
     for s in (1, 2):
         job.train_step(s)
     t = time.perf_counter()
@@ -211,7 +211,7 @@ def main() -> None:
         "rounds": a.rounds,
         "steps_per_round": a.steps,
     }
-    for family in engine.FAMILIES:
+    for family in families.BUILTIN:
         preset_name = "gpu" if device.type == "cuda" else "cpu"
         result[f"{family}_{preset_name}_samples_per_s"] = round(
             family_samples_per_s(family, a.family_steps, device), 1

@@ -1,27 +1,27 @@
 """The on-demand path: a curated content batch from a registered model, shard by shard.
 
-Image models (dcgan, vae) draw images; text models (charlstm, transformer) continue the prompts
-of `prompt_file` (one per line; none: new documents) under the sampling options (temperature,
-top_k, top_p, max_new_tokens, stop), which image models refuse.
+Image models draw images; text models continue the prompts of `prompt_file` (one per line;
+none: new documents) under the sampling options (temperature, top_k, top_p, max_new_tokens,
+stop), which image models refuse.
 
-Shards are mapped as Prefect tasks. In-process they run one after another (torch already uses
-every core); with a Dask scheduler address, or a local Dask cluster of N worker processes, they
-run there through prefect-dask. The plan fixes every shard's seed first, so where shards run
-never changes the batch.
+The batch is the `content-batch` subflow. Its shards are mapped as Prefect tasks: in-process
+one after another (torch already uses every core), or, with a Dask scheduler address or a local
+Dask cluster of N worker processes, there through prefect-dask. The plan fixes every shard's
+seed first, so where shards run never changes the batch.
 """
 
 from __future__ import annotations
 
-from prefect import flow, unmapped
+from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from aigc_core import names
 from aigc_core.generation.text import sampling_options
 from aigc_core.paths import Home
-from tasks.content import finalize_batch, generate_shard, plan_batch
+from flows.content import content_batch
 
 
-@flow(name="batch-generate", task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name="batch-generate")
 def batch_generate(
     model: str,
     n: int,
@@ -35,23 +35,28 @@ def batch_generate(
     top_p: float | None = None,
     max_new_tokens: int | None = None,
     stop: list[str] | None = None,
+    dask_address: str | None = None,
+    dask_local: int | None = None,
 ) -> dict:
-    """Sampling options left None take the text defaults (aigc_core.generation.text)."""
+    """Sampling options left None take the text defaults (aigc_core.generation.text).
+    dask_address / dask_local: run the shards on that Dask scheduler, or on a local Dask
+    cluster of that many worker processes (default: in-process)."""
     model = names.model_ref(model)  # a bad name fails the run before anything starts
+    runner = task_runner(dask_address, dask_local)
     home = str(Home.resolve(home).root)
     sampling = sampling_options(temperature, top_k, top_p, max_new_tokens, stop)
 
-    # 1. plan: the model version, per-shard seeds, the policy; the evaluator (images) made
-    #    ready once, or the prompts and sampling options (text) checked against the model
-    plan = plan_batch(model, n, shards, seed, home, policy_file, prompt_file, sampling=sampling)
-
-    # 2. shards: generate, score and write one Parquet part each (finished shards are skipped);
-    #    .result() raises a failed shard's error instead of the flow returning nothing
-    futures = generate_shard.map(unmapped(plan), range(len(plan["shards"])), unmapped(home))
-    records = futures.result()
-
-    # 3. the batch: decisions across shards, atomic publication, MLflow run, artifacts
-    return finalize_batch(plan, records, home)
+    batch = content_batch.with_options(task_runner=runner)(
+        model,
+        n,
+        shards,
+        seed,
+        home,
+        policy_file=policy_file,
+        prompt_file=prompt_file,
+        sampling=sampling,
+    )
+    return batch.to_dict()
 
 
 def task_runner(dask_address: str | None = None, dask_local: int | None = None):
@@ -80,7 +85,6 @@ def task_runner(dask_address: str | None = None, dask_local: int | None = None):
 def run_batch_generate(
     *, dask_address: str | None = None, dask_local: int | None = None, **params
 ) -> dict:
-    """Run the flow (params: its parameters, by name) with the task runner the Dask options
-    ask for."""
-    runner = task_runner(dask_address, dask_local)
-    return batch_generate.with_options(task_runner=runner)(**params)
+    """Run the flow (params: its parameters, by name) with its shards on the task runner the
+    Dask options ask for."""
+    return batch_generate(**params, dask_address=dask_address, dask_local=dask_local)

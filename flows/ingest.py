@@ -13,6 +13,12 @@ from tasks.data import ingest, validate
 def ingest_dataset(dataset: str = "digits", home: str | None = None) -> dict:
     dataset = names.dataset(dataset)  # a bad name fails the run before anything starts
     home = str(Home.resolve(home).root)
-    snapshot = ingest(dataset, home)
-    validate(snapshot["snapshot_id"], home)
-    return snapshot
+    snapshot = validate(ingest(dataset, home), home)
+    return {
+        "snapshot_id": snapshot.id,
+        "dataset": snapshot.name,
+        "kind": snapshot.kind,
+        "path": snapshot.path,
+        "rows": snapshot.rows,
+        "created": snapshot.created,
+    }

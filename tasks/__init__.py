@@ -1,3 +1,4 @@
-"""Thin Prefect tasks: call aigc_core, log to MLflow, publish artifacts.
+"""Thin Prefect tasks: call aigc_core, log through `tasks.tracking.Tracker`, publish artifacts.
 
-Task results are small and JSON-able: ids and paths, never arrays or models."""
+Task results are the small frozen stage records of `aigc_core.stages` (and `aigc_core.content`'s
+batch plan and batch): ids and paths, never arrays or models."""

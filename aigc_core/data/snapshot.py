@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +44,7 @@ from aigc_core.data.files import (
 )
 from aigc_core.data.sources import ImageData
 from aigc_core.memory import release_memory
+from aigc_core.stages import SnapshotRef
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,13 @@ class Snapshot:
     @property
     def kind(self) -> str:
         return self.manifest["kind"]
+
+    def ref(self) -> SnapshotRef:
+        """The reference the pipeline's stages hand on (`created`: published by this call)."""
+        m = self.manifest
+        return SnapshotRef(
+            self.id, self.name, m["kind"], str(self.path), m["num_rows"], self.created
+        )
 
 
 def split_of(row_id: str, validation_fraction: float) -> str:
@@ -384,18 +393,59 @@ def find_snapshot(datasets_root: Path, snapshot_id: str) -> Snapshot:
     return Snapshot(sid, path.parent.name, path, read_manifest(path), created=False)
 
 
-def read_table(snapshot: Snapshot, verify: bool = True) -> pa.Table:
-    """Read all parts, checking each against the manifest's sha256 when `verify`."""
-    parts = []
+def open_snapshot(ref: SnapshotRef) -> Snapshot:
+    """The snapshot a stage's reference names, at the folder it names."""
+    path = Path(ref.path)
+    manifest = read_manifest(path)
+    if manifest.get("id") != ref.id:
+        raise SnapshotError(f"{path} holds snapshot {manifest.get('id')!r}, not {ref.id!r}")
+    return Snapshot(ref.id, ref.name, path, manifest, created=False)
+
+
+# Snapshots verified in this process: (folder, manifest digest) -> each part's (name, size,
+# mtime, ctime, inode) when its sha256 matched. A snapshot is immutable once published, so later
+# reads skip the hashing; a part changed since (any of those differs) is hashed again.
+_VERIFIED: dict[tuple[str, str], tuple] = {}
+_VERIFIED_LOCK = threading.Lock()
+
+
+def _part_stats(snapshot: Snapshot) -> tuple:
+    out = []
+    for f in snapshot.manifest["files"]:
+        st = (snapshot.path / f["path"]).stat()
+        out.append((f["path"], st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    return tuple(out)
+
+
+def verify_once(snapshot: Snapshot) -> None:
+    """Check every part against the manifest's sha256, once per process (see `_VERIFIED`);
+    SnapshotError when one does not match."""
+    digest = hashlib.sha256(json.dumps(snapshot.manifest, sort_keys=True).encode()).hexdigest()
+    key = (str(snapshot.path.resolve()), digest)
+    stats = _part_stats(snapshot)
+    with _VERIFIED_LOCK:
+        if _VERIFIED.get(key) == stats:
+            return
     for f in snapshot.manifest["files"]:
         p = snapshot.path / f["path"]
-        if verify and sha256_file(p) != f["sha256"]:
+        if sha256_file(p) != f["sha256"]:
             raise SnapshotError(
                 f"{p} does not match the sha256 in its manifest: the snapshot "
                 f"is corrupted; ingest the dataset again"
             )
-        parts.append(pq.read_table(p))
-    return pa.concat_tables(parts)
+    if _part_stats(snapshot) == stats:  # unchanged while it was hashed
+        with _VERIFIED_LOCK:
+            _VERIFIED[key] = stats
+
+
+def read_table(snapshot: Snapshot, verify: bool = True) -> pa.Table:
+    """Read all parts; when `verify`, check them against the manifest's sha256 first (once per
+    process: a snapshot read again, its parts untouched, is not hashed again)."""
+    if verify:
+        verify_once(snapshot)
+    return pa.concat_tables(
+        [pq.read_table(snapshot.path / f["path"]) for f in snapshot.manifest["files"]]
+    )
 
 
 def pixel_values(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:

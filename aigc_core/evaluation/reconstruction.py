@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import torch
+from PIL import Image
 
-from aigc_core.models.vae import VAE
+from aigc_core.data.snapshot import image_arrays
+from aigc_core.images import contact_sheet, to_uint8
+from aigc_core.models.vae import VAE, VAEConfig
+from aigc_core.training.checkpoint import load_latest
+
+RECONSTRUCTED = 32  # held-out images shown beside their reconstructions
 
 
 @torch.no_grad()
@@ -28,3 +37,20 @@ def side_by_side(images: np.ndarray, recon: np.ndarray, per_row: int = 8) -> np.
     a = images[:n].reshape(n // per_row, per_row, *images.shape[1:])
     b = recon[:n].reshape(n // per_row, per_row, *images.shape[1:])
     return np.stack([a, b], axis=1).reshape(n * 2, *images.shape[1:])
+
+
+def reconstructions_image(
+    checkpoint_dir: Path, table, model_config: Callable[[dict], VAEConfig]
+) -> Image.Image:
+    """A contact sheet of the first held-out images of a snapshot's table beside their
+    reconstructions, by the full VAE of the last checkpoint in `checkpoint_dir` (a served model
+    is the decoder alone)."""
+    latest = load_latest(checkpoint_dir)
+    if latest is None:
+        raise ValueError(f"evaluate: no VAE checkpoint in {checkpoint_dir} to reconstruct with")
+    state = latest[1]
+    vae = VAE(model_config(state["config"]["model"]))
+    vae.load_state_dict(state["modules"]["model"])
+    x_va, _ = image_arrays(table, "validation")
+    pairs = side_by_side(x_va[:RECONSTRUCTED], reconstruct(vae, x_va[:RECONSTRUCTED]))
+    return contact_sheet(to_uint8(pairs), cols=8, scale=3)

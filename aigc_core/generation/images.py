@@ -14,20 +14,27 @@ duration of the call and restored after, and such calls take turns (a served mod
 concurrent requests). Freed batches stay in the process for the next ones
 (`aigc_core.memory.keep_freed_memory`): without that, page faults on fresh memory took about 15%
 of the time.
+
+`ImageGenerator` wraps such a generator for everything that samples it (evaluation, content
+batches, the served pyfunc model): `generate` and the pyfunc request/response `predict`.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pandas as pd
 import torch
 
+from aigc_core.images import png_bytes, to_uint8
 from aigc_core.memory import keep_freed_memory
 from aigc_core.training.device import autocast, bf16_supported
 
+MAX_IMAGES_PER_REQUEST = 10_000
 _THREADS = threading.Lock()  # held while a call has lowered torch's thread count
 
 
@@ -87,3 +94,42 @@ def generate_images(
             if on_batch is not None:
                 on_batch(min(start + batch_size, n), n)
     return torch.cat(out).numpy()
+
+
+class ImageGenerator:
+    """A generator module `(B, z) -> images in [-1, 1]` with `cfg.z_dim`, ready to sample.
+
+    Request (`predict`): a DataFrame with columns `n` (images wanted) and `seed`; one row per
+    request. Response: one row per image: `request` (row of the request), `index` (within the
+    request), `seed`, `height`, `width`, `png_base64` (8-bit grayscale PNG).
+    """
+
+    def __init__(self, module: torch.nn.Module):
+        self.generator = module.eval()
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.generator
+
+    def generate(self, n: int, seed: int, batch_size: int = 256, on_batch=None) -> np.ndarray:
+        """n images (n, C, H, W) float32 in [0, 1]; the same (n, seed) gives the same images."""
+        return generate_images(self.generator, n, seed, batch_size=batch_size, on_batch=on_batch)
+
+    def predict(self, request: pd.DataFrame) -> pd.DataFrame:
+        rows = []
+        for req, (n, seed) in enumerate(zip(request["n"], request["seed"], strict=True)):
+            n, seed = int(n), int(seed)
+            if not 1 <= n <= MAX_IMAGES_PER_REQUEST:
+                raise ValueError(f"n must lie in [1, {MAX_IMAGES_PER_REQUEST}], got {n}")
+            for i, img in enumerate(to_uint8(self.generate(n, seed))):
+                rows.append(
+                    {
+                        "request": req,
+                        "index": i,
+                        "seed": seed,
+                        "height": img.shape[0],
+                        "width": img.shape[1],
+                        "png_base64": base64.b64encode(png_bytes(img)).decode("ascii"),
+                    }
+                )
+        return pd.DataFrame(rows)

@@ -1,4 +1,10 @@
-"""Save and rebuild models: safetensors weights plus a JSON config. Nothing is pickled."""
+"""Save and rebuild models: safetensors weights plus a JSON config. Nothing is pickled.
+
+A saved model is a folder with `weights.safetensors` and `config.json`, whose "family" key names
+the model family that reads it back (`aigc_core.families.get(name)`): the family rebuilds its
+config (`family.model_config(dict)`) and module, then `load_weights` fills it. This module knows
+no family.
+"""
 
 from __future__ import annotations
 
@@ -10,33 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from aigc_core.atomic import naming_full_disk, write_bytes_atomic
-from aigc_core.evaluation.classifier import Classifier, ClassifierConfig
-from aigc_core.models.charlstm import CharLSTM, CharLSTMConfig
-from aigc_core.models.dcgan import DCGANConfig, Generator
-from aigc_core.models.transformer import TransformerConfig, TransformerLM
-from aigc_core.models.vae import VAEConfig, VAEDecoder
 
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
-
-# config["family"] -> (config dataclass, module class built from it). Image families save their
-# generator only (the VAE its decoder): the part that is served, (B, z) -> images in [-1, 1].
-_FAMILIES = {
-    "dcgan": (DCGANConfig, Generator),
-    "vae": (VAEConfig, VAEDecoder),
-    "charlstm": (CharLSTMConfig, CharLSTM),
-    "transformer": (TransformerConfig, TransformerLM),
-    "classifier": (ClassifierConfig, Classifier),
-}
-
-
-def config_from_dict(config: dict):
-    """The config dataclass named by config["family"], rebuilt from a saved dict."""
-    cfg = dict(config)
-    family = cfg.pop("family", None)
-    if family not in _FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; known: {sorted(_FAMILIES)}")
-    return _FAMILIES[family][0](**cfg)
 
 
 def save_model(directory: Path, module: torch.nn.Module, config: dict) -> dict[str, Path]:
@@ -51,12 +33,36 @@ def save_model(directory: Path, module: torch.nn.Module, config: dict) -> dict[s
     return {"weights": directory / WEIGHTS, "config": directory / CONFIG}
 
 
-def load_model(weights: Path, config: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild the module named by the config's family and load its weights (eval mode)."""
-    cfg = json.loads(Path(config).read_text())
-    family = cfg.get("family")
-    if family not in _FAMILIES:
-        raise ValueError(f"{config}: unknown model family {family!r}; known: {sorted(_FAMILIES)}")
-    module = _FAMILIES[family][1](config_from_dict(cfg))
-    module.load_state_dict(load_file(str(weights), device=str(device)))
+def read_config(path: Path) -> dict:
+    """A saved model's config dict (its "family" key included)."""
+    return json.loads(Path(path).read_text())
+
+
+def config_fields(config: dict) -> dict:
+    """The config dict without its "family" key: the fields of the family's config class."""
+    return {k: v for k, v in config.items() if k != "family"}
+
+
+def read_weights(weights: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The state dict stored in a safetensors file, on `device`."""
+    return load_file(str(weights), device=str(device))
+
+
+def load_weights(
+    module: torch.nn.Module, weights: Path, device: str | torch.device = "cpu"
+) -> torch.nn.Module:
+    """Fill `module` with the weights of a safetensors file; the module on `device`, in eval
+    mode."""
+    module.load_state_dict(read_weights(weights, device))
     return module.to(device).eval()
+
+
+def load_model(weights: Path, config: Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The served module of a saved model, rebuilt by the family its config names (eval mode).
+
+    Kept for models logged before they carried their own code: their pyfunc file, run from the
+    installed project, calls this. New code loads a generator: `family.load_generator(...)`."""
+    from aigc_core import families  # the families import this module
+
+    family = families.get(read_config(config).get("family"))
+    return family.load_generator(weights, config, device).module

@@ -14,7 +14,10 @@ build-docker` in an environment built from the model alone: its `requirements.tx
 Both are read from the source, not from a live import: every `import` statement of the pyfunc
 file and, transitively, of the project modules it reaches, function bodies included (the
 pyfunc files import lazily), except under `if TYPE_CHECKING:`. Imports by name at run time
-(`importlib.import_module`) are not followed; the loading tests would catch one.
+(`importlib.import_module`) are not followed; the loading tests would catch one. The one such
+import on the serving path, `aigc_core.families` loading its built-in family modules by name, is
+known (`IMPORTED_BY_NAME`): those modules ship with the package. (Family modules import the
+evaluation stack by name on purpose, so that a served model does not carry it.)
 
 Pins are the installed versions without a local label: torch `2.13.0+cpu` is required as
 `torch==2.13.0`, which PyPI serves (a CUDA build on Linux) and which a CPU build installed first
@@ -43,6 +46,16 @@ PROJECT_DISTRIBUTION = "aigc-pipeline"  # ours locally; someone else's on the pu
 DISTRIBUTION_OF = {"mlflow": "mlflow-skinny"}
 
 
+def _builtin_families() -> list[str]:
+    from aigc_core.families import BUILTIN
+
+    return [f"{PACKAGE}.families.{name}" for name in BUILTIN]
+
+
+# project package -> the modules it imports by name at run time (not visible to the scanner)
+IMPORTED_BY_NAME = {f"{PACKAGE}.families": _builtin_families}
+
+
 @dataclass(frozen=True)
 class ModelEnvironment:
     modules: tuple[str, ...]  # project modules the pyfunc reaches, packages included, sorted
@@ -62,9 +75,11 @@ def model_environment(pyfunc: Path) -> ModelEnvironment:
             top = name.partition(".")[0]
             if top == PACKAGE:
                 for m in _module_and_packages(name, is_module, path):
-                    if m not in modules:
-                        modules.add(m)
-                        todo.append((_module_file(m), m))
+                    found = [m, *(IMPORTED_BY_NAME[m]() if m in IMPORTED_BY_NAME else ())]
+                    for f in found:
+                        if f not in modules:
+                            modules.add(f)
+                            todo.append((_module_file(f), f))
             elif top not in sys.stdlib_module_names:
                 imports.add(top)
     return ModelEnvironment(

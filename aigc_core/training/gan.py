@@ -1,4 +1,5 @@
-"""Adversarial training of the DCGAN: presets, one step, and the loop.
+"""Adversarial training of the DCGAN: its train config, one step, and the loop (the presets
+live in `aigc_core.families.dcgan`).
 
 One step (the seed's order, its bugs fixed): the generator runs once; the discriminator takes one
 update on real and detached fake images together (one forward of 2B images: D has no BatchNorm,
@@ -47,34 +48,6 @@ class GANTrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-PRESETS: dict[str, tuple[DCGANConfig, GANTrainConfig]] = {
-    # seconds: for tests and CI
-    "smoke": (
-        DCGANConfig(g_width=16, d_width=8),
-        GANTrainConfig(batch_size=32, epochs=2, steps_per_epoch=5, lr=2e-4, beta1=0.5),
-    ),
-    # a few minutes on 2 CPU cores; samples read as digits
-    "cpu": (
-        DCGANConfig(g_width=64, d_width=32),
-        GANTrainConfig(batch_size=64, epochs=12, steps_per_epoch=250, lr=2e-4, beta1=0.5),
-    ),
-    # the seed's architecture on a GPU, a twentieth of its recipe: minutes
-    "gpu": (
-        DCGANConfig(),
-        GANTrainConfig(batch_size=128, epochs=10, steps_per_epoch=500, checkpoint_every=1000),
-    ),
-    # the seed's recipe: batch 128, Adam 1e-4, 100 epochs x 1000 steps; meant for a GPU
-    "seed": (DCGANConfig(), GANTrainConfig(checkpoint_every=5000)),
-}
-
-
-def preset(name: str) -> tuple[DCGANConfig, GANTrainConfig]:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
 
 
 @dataclass

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aigc_core import families
 from aigc_core.models.io import save_model
 from aigc_core.training import ddp, engine, interrupt
 from aigc_core.training.device import pick_device
@@ -34,7 +35,7 @@ log = logging.getLogger("aigc_core.training.launch")
 
 def parse_overrides(family: str, preset: str, pairs: list[str]) -> dict:
     """--set key=value pairs, typed by the preset's train config fields."""
-    _, train_cfg = engine.preset(family, preset)
+    _, train_cfg = families.get(family).preset(preset)
     types = {f.name: type(getattr(train_cfg, f.name)) for f in dataclasses.fields(train_cfg)}
     out = {}
     for pair in pairs:
@@ -48,7 +49,7 @@ def parse_overrides(family: str, preset: str, pairs: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m aigc_core.training.launch")
-    p.add_argument("--family", required=True, choices=engine.FAMILIES)
+    p.add_argument("--family", required=True, choices=families.family_names())
     p.add_argument("--preset", default="smoke")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--text-file", type=Path)
@@ -80,7 +81,7 @@ def _run(a: argparse.Namespace) -> int:
         if ddp.any_rank(interrupt.stop_requested()):  # a signal during start-up
             raise Interrupted.before_start()
         result = engine.train_model(
-            a.family,
+            families.get(a.family),
             a.preset,
             data,
             device,
@@ -91,7 +92,7 @@ def _run(a: argparse.Namespace) -> int:
             stop=interrupt.stop_requested,
         )
         if ddp.is_main():
-            module, config = result.serving_module()
+            module, config = result.served_module()
             save_model(a.out / "model", module, config)
             (a.out / "history.json").write_text(json.dumps(result.history))
             last = result.history[-1] if result.history else {}

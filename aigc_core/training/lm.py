@@ -1,5 +1,6 @@
-"""Training of the character-level language models (LSTM and Transformer): presets, data
-preparation and the job run by `loop.fit`.
+"""Training of the character-level language models (LSTM and Transformer): data preparation
+and the job run by `loop.fit` (the presets live in `aigc_core.families.charlstm` and
+`.transformer`).
 
 Text becomes one long tensor of token ids held on the device; a batch is `batch_size` windows
 of `block_size + 1` ids starting at random offsets (x = the first block_size, y = the next).
@@ -26,76 +27,6 @@ from aigc_core.training.loop import TrainConfig, optimizer_kwargs
 log = logging.getLogger(__name__)
 
 LMConfig = CharLSTMConfig | TransformerConfig
-
-# the vocabulary is filled in from the training text (see prepare_text)
-PRESETS: dict[str, dict[str, tuple[LMConfig, TrainConfig]]] = {
-    "charlstm": {
-        "smoke": (
-            CharLSTMConfig(vocab="", embed_dim=16, hidden=32, block_size=16),
-            TrainConfig(batch_size=8, steps=10, lr=3e-3, log_every=5, eval_batches=2),
-        ),
-        "cpu": (
-            CharLSTMConfig(vocab="", embed_dim=64, hidden=256, block_size=64, dropout=0.1),
-            TrainConfig(  # 1.5 minutes on 2 cores (benchmarks/lm_convergence.py)
-                batch_size=32,
-                steps=1500,
-                lr=4e-3,
-                warmup_steps=20,
-                log_every=100,
-                eval_batches=8,
-                checkpoint_every=500,
-            ),
-        ),
-        "gpu": (
-            CharLSTMConfig(vocab="", embed_dim=128, hidden=512, block_size=128),
-            TrainConfig(
-                batch_size=128,
-                steps=5000,
-                lr=2e-3,
-                warmup_steps=100,
-                log_every=100,
-                eval_batches=20,
-                checkpoint_every=1000,
-            ),
-        ),
-    },
-    "transformer": {
-        "smoke": (
-            TransformerConfig(vocab="", block_size=16, n_layer=1, n_head=2, n_embd=16),
-            TrainConfig(batch_size=8, steps=10, lr=3e-3, log_every=5, eval_batches=2),
-        ),
-        "cpu": (
-            TransformerConfig(
-                vocab="", block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0
-            ),
-            TrainConfig(  # 2 minutes on 2 cores (benchmarks/lm_convergence.py)
-                batch_size=32,
-                steps=1500,
-                lr=2e-3,
-                warmup_steps=50,
-                weight_decay=0.1,
-                log_every=100,
-                eval_batches=8,
-                checkpoint_every=500,
-            ),
-        ),
-        "gpu": (
-            TransformerConfig(
-                vocab="", block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2
-            ),
-            TrainConfig(
-                batch_size=64,
-                steps=5000,
-                lr=1e-3,
-                warmup_steps=200,
-                weight_decay=0.1,
-                log_every=100,
-                eval_batches=20,
-                checkpoint_every=1000,
-            ),
-        ),
-    },
-}
 
 
 def build_lm(cfg: LMConfig) -> nn.Module:

@@ -1,4 +1,5 @@
-"""Training of the convolutional VAE: presets and the job run by `loop.fit`.
+"""Training of the convolutional VAE: the job run by `loop.fit` (the presets live in
+`aigc_core.families.vae`).
 
 One step draws a batch by index from images held on the device and noise from the job's
 generator, and minimizes reconstruction + beta * KL (the negative ELBO when beta = 1).
@@ -16,37 +17,6 @@ from aigc_core.training.device import autocast, bf16_supported
 from aigc_core.training.loop import TrainConfig, optimizer_kwargs
 
 log = logging.getLogger(__name__)
-
-PRESETS: dict[str, tuple[VAEConfig, TrainConfig]] = {
-    "smoke": (
-        VAEConfig(z_dim=8, width=8),
-        TrainConfig(batch_size=32, steps=10, lr=2e-3, grad_clip=0.0, log_every=5),
-    ),
-    "cpu": (
-        VAEConfig(z_dim=16, width=32),
-        TrainConfig(
-            batch_size=128,
-            steps=2000,
-            lr=2e-3,
-            warmup_steps=50,
-            grad_clip=0.0,
-            log_every=100,
-            checkpoint_every=500,
-        ),
-    ),
-    "gpu": (
-        VAEConfig(z_dim=32, width=64),
-        TrainConfig(
-            batch_size=256,
-            steps=10000,
-            lr=1e-3,
-            warmup_steps=200,
-            grad_clip=0.0,
-            log_every=200,
-            checkpoint_every=2000,
-        ),
-    ),
-}
 
 
 class VAEJob:

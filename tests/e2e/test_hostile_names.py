@@ -121,12 +121,14 @@ def test_flows_refuse_bad_names_at_their_entry(tmp_path):
 def test_models_lists_every_model_when_one_is_named_with_quotes(tmp_path):
     """A model named `o'reilly` (registered directly, before names were checked) made
     `aigc models` fail for every model: its filter string was pasted together from names."""
+    import mlflow
+
     from aigc_core.paths import Home
-    from tasks import mlflow_adapter as tracking
+    from tasks.tracking import Tracker
 
     home = Home(tmp_path / "home").ensure()
-    tracking.configure(home)
-    c = tracking.client()
+    Tracker(home)  # the home's store, created as the project creates it
+    c = mlflow.MlflowClient(tracking_uri=home.tracking_uri, registry_uri=home.tracking_uri)
     for name in ("aigc-dcgan-digits", "o'reilly", "say\"cheese's"):
         c.create_registered_model(name)
         c.create_model_version(name, source=str(home.mlflow_artifacts / "none"))

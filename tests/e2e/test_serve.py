@@ -20,8 +20,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks import mlflow_adapter as tracking
+from aigc_core.promotion import read_audit
 from tasks.registry import promote_version
+from tasks.tracking import Tracker
 from tests.unit.test_registry import NAME, add_version, logged, store  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -53,7 +54,7 @@ def champion_home(logged):  # noqa: F811
     """A home with versions 1 (fid 20, champion), 2 (fid 35) and 3 (fid 9)."""
     home, trained = logged
     versions = [add_version(home, trained, f) for f in (20.0, 35.0, 9.0)]
-    assert promote_version(home, NAME, versions[0])["promoted"]
+    assert promote_version(home, NAME, versions[0]).promoted
     return home, versions
 
 
@@ -103,7 +104,7 @@ def test_served_champion_returns_samples_over_http(champion_home):
         ]
         assert all(img.shape == (28, 28) and img.dtype == np.uint8 for img in images)
         # the same request gives the same samples as the registered model in-process
-        model = tracking.load_python_model(f"models:/{NAME}@champion")
+        model = Tracker(home).load_model(f"models:/{NAME}@champion")
         local = model.predict(None, pd.DataFrame({"n": [3], "seed": [7]}))
         assert [r["png_base64"] for r in rows[:3]] == local["png_base64"].tolist()
     finally:
@@ -147,7 +148,7 @@ def test_registry_commands_promote_rollback_and_list(champion_home):
     p = aigc("models", home=home.root, COLUMNS="200")  # the table for people
     assert p.returncode == 0 and "smudgy digits" in p.stdout and "champion" in p.stdout
 
-    actions = [(r["action"], r["version"]) for r in tracking.read_audit(home, NAME)]
+    actions = [(r["action"], r["version"]) for r in read_audit(home, NAME)]
     assert actions == [("promote", v1), ("promote", v2), ("promote", v3), ("rollback", v1)]
 
     p = aigc("promote", NAME, "42", home=home.root)

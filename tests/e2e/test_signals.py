@@ -119,15 +119,16 @@ def test_sigterm_before_the_train_task_starts_writes_nothing(tmp_path):
     not clear it (the hole of issue 13): the task stops before creating a run."""
     import mlflow
 
+    from aigc_core.data.snapshot import find_snapshot
     from aigc_core.training.loop import Interrupted
-    from tasks.training import train
+    from tasks.training import train_run
 
     home = tmp_path / "home"
-    sid = image_snapshot(home)
+    snap = find_snapshot(Home(home).datasets, image_snapshot(home)).ref()
     with interrupt.stop_on_signals():
         signal.raise_signal(signal.SIGTERM)  # during the command's start-up
         with pytest.raises(Interrupted, match="before training started"):
-            train.fn(sid, "smoke", str(home), family="dcgan", device="cpu", resume="never")
+            train_run(snap, "smoke", str(home), family="dcgan", device="cpu", resume="never")
     assert leftovers(home) == ([], [])
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []

@@ -59,10 +59,10 @@ def assert_complete(batch_dir: Path, n: int) -> tuple[dict, pd.DataFrame]:
 KILLER = """
 import os, signal, sys
 from pathlib import Path
-import tasks.content as content
+import aigc_core.content.shard as shard
 
 written = 0
-real_write = content._write_part
+real_write = shard.write_part
 
 def write_then_die(path, table):
     global written
@@ -72,7 +72,7 @@ def write_then_die(path, table):
     real_write(path, table)
     written += 1
 
-content._write_part = write_then_die
+shard.write_part = write_then_die
 from flows.batch_generate import run_batch_generate
 run_batch_generate(model=sys.argv[1], n=int(sys.argv[2]), shards=int(sys.argv[3]), seed=5,
                    home=sys.argv[4])

@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import tasks.content as content
+import aigc_core.content.shard as shard
+from aigc_core import families
 from aigc_core.curation.images import rejected_by_reason
+from aigc_core.models.io import CONFIG, WEIGHTS
 from aigc_core.paths import Home
 from flows.batch_generate import run_batch_generate
 from flows.nightly import nightly_retrain
-from tasks import mlflow_adapter as tracking
+from tasks.tracking import Tracker
 from tests.flows.test_batch_generate import read_batch
 
 pytestmark = pytest.mark.slow
@@ -113,8 +115,10 @@ def test_prompts_sampling_options_and_a_policy_file(text_champion, tmp_path):
     hits = table["text"].str.contains(r"(?<!\w)dog(?!\w)", case=False, regex=True)
     assert hits.sum() == reasons.get("blocklist", 0)
     # an item is regenerated alone from its prompt and seed by the version it names
-    tracking.configure(Home.resolve(home))
-    model = tracking.load_python_model(f"models:/{summary['model_name']}/1")
+    files = Tracker(Home.resolve(home)).download_model(
+        f"models:/{summary['model_name']}/1", tmp_path / "v1"
+    )
+    model = families.get("charlstm").load_generator(files / WEIGHTS, files / CONFIG)
     row = table.iloc[7]
     kw = dict(temperature=0.9, top_k=20, top_p=0.95, stop=["."])
     assert model.generate([row["prompt"]], 30, [int(row["seed"])], **kw)[0][0] == row["text"]
@@ -142,14 +146,14 @@ def test_greedy_copies_are_near_duplicates_across_shards(text_champion):
 def test_a_crashed_shard_is_redone_and_finished_ones_skipped(text_champion, monkeypatch):
     home, summary = text_champion
     kwargs = dict(model=summary["model_name"], n=9, shards=3, seed=8, home=str(home))
-    real_write = content._write_part
+    real_write = shard.write_part
 
     def crash_on_shard_2(path, table):
         if Path(path).name == "part-00002.parquet":
             raise OSError("disk vanished")
         real_write(path, table)
 
-    monkeypatch.setattr(content, "_write_part", crash_on_shard_2)
+    monkeypatch.setattr(shard, "write_part", crash_on_shard_2)
     with pytest.raises(OSError, match="disk vanished"):
         run_batch_generate(**kwargs)
     work = next(p for p in (home / "content" / ".work").iterdir() if p.is_dir())
@@ -157,7 +161,7 @@ def test_a_crashed_shard_is_redone_and_finished_ones_skipped(text_champion, monk
         "part-00000.parquet",
         "part-00001.parquet",
     ]
-    monkeypatch.setattr(content, "_write_part", real_write)
+    monkeypatch.setattr(shard, "write_part", real_write)
     result = run_batch_generate(**kwargs)
     assert result["batch_id"] == work.name and result["shards_skipped"] == 2
     assert_complete(Path(result["batch_dir"]), 9)

@@ -4,13 +4,15 @@ warm start from the champion."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import mlflow
 import pytest
 from prefect import flow
 
+from aigc_core.evaluation import image_eval
 from aigc_core.paths import Home
-from tasks import evaluation
-from tasks import mlflow_adapter as tracking
+from aigc_core.promotion import read_audit
 from tasks.data import ingest, validate
 from tasks.evaluation import evaluate
 from tasks.registry import promote, register
@@ -25,22 +27,19 @@ GENERATED = 2000  # FID samples in these tests (the task's default is 5000): 2 s
 
 @flow(name="promotion-gate-test")
 def train_and_gate(home: str, overrides: dict, init_from: str | None = None) -> dict:
-    snapshot = ingest("digits", home)
-    validate(snapshot["snapshot_id"], home)
-    trained = train(
-        snapshot["snapshot_id"], "smoke", home, overrides=overrides, init_from=init_from
-    )
-    metrics = evaluate(trained, home)
-    registered = register(trained, metrics, home)
-    decision = promote(registered, metrics, "dcgan", home)
-    return {**registered, **decision, "metrics": metrics}
+    snapshot = validate(ingest("digits", home), home)
+    trained = train(snapshot, "smoke", home, overrides=overrides, init_from=init_from)
+    scores = evaluate(trained, home)
+    registered = register(trained, scores, home)
+    decision = promote(registered, scores, "dcgan", home)
+    return {**asdict(registered), **asdict(decision), "metrics": dict(scores.metrics)}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     home = str(tmp_path_factory.mktemp("gate"))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(evaluation, "FID_GENERATED", GENERATED)
+        mp.setattr(image_eval, "FID_GENERATED", GENERATED)
         first = train_and_gate(home, ONE_STEP)
         better = train_and_gate(home, BETTER)
         worse = train_and_gate(home, ONE_STEP)
@@ -68,7 +67,7 @@ def test_a_one_step_model_is_not_promoted_and_the_reason_is_recorded(runs):
     assert v.tags["promotion.decision"] == "rejected"
     assert v.tags["promotion.reason"] == worse["reason"]
     assert float(v.tags["gate.fid"]) == pytest.approx(worse["metrics"]["fid"])
-    audit = tracking.read_audit(Home.resolve(home), worse["model_name"])
+    audit = read_audit(Home.resolve(home), worse["model_name"])
     assert [(r["version"], r["decision"]) for r in audit[:3]] == [
         ("1", "promoted"),
         ("2", "promoted"),
@@ -93,7 +92,7 @@ def test_evaluation_logs_every_metric_with_its_sample_sizes_and_the_loss_curves(
 
 def test_a_warm_start_from_the_champion_names_its_parent_version(runs, monkeypatch):
     home, _, better, _ = runs
-    monkeypatch.setattr(evaluation, "FID_GENERATED", GENERATED)
+    monkeypatch.setattr(image_eval, "FID_GENERATED", GENERATED)
     warm = train_and_gate(home, ONE_STEP, init_from=f"models:/{better['model_name']}@champion")
     v = client_for(home).get_model_version(warm["model_name"], warm["version"])
     assert v.tags["parent_version"] == better["version"]

@@ -7,6 +7,7 @@ import logging
 import pytest
 import torch
 
+from aigc_core import families
 from aigc_core.training import engine
 from aigc_core.training.checkpoint import (
     CheckpointError,
@@ -63,7 +64,7 @@ def test_checkpoint_without_sidecar_is_skipped_and_all_bad_refuses_to_restart(tm
 def _charlstm_run(tmp_path, name, steps, resume=False, stop=None):
     data = engine.TrainData(text=TEXT)
     return engine.train_model(
-        "charlstm",
+        families.get("charlstm"),
         "smoke",
         data,
         CPU,

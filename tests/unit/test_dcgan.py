@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from aigc_core import families
 from aigc_core.models.dcgan import DCGANConfig, Discriminator, Dropout16, Generator, TapConv2d
-from aigc_core.training.gan import GANTrainConfig, build_gan, preset, train_gan, train_step
+from aigc_core.training.gan import GANTrainConfig, build_gan, train_gan, train_step
 
 TINY = DCGANConfig(g_width=8, d_width=4)
 
@@ -128,8 +129,8 @@ def test_training_is_deterministic_on_cpu():
 
 
 def test_bad_inputs_are_refused():
-    with pytest.raises(ValueError, match="unknown preset"):
-        preset("huge")
+    with pytest.raises(ValueError, match="unknown preset 'huge' for dcgan"):
+        families.get("dcgan").preset("huge")
     with pytest.raises(ValueError, match=r"images must be \(N, 1, 28, 28\)"):
         train_gan(torch.rand(4, 3, 28, 28), TINY, GANTrainConfig(), torch.device("cpu"))
     with pytest.raises(ValueError, match="multiple of 4"):

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from aigc_core import families
 from aigc_core.models.charlstm import CharLSTM, CharLSTMConfig
 from aigc_core.models.chars import build_vocab
 from aigc_core.models.dcgan import DCGANConfig, Generator
@@ -21,12 +22,11 @@ from aigc_core.models.io import save_model
 from aigc_core.models.transformer import TransformerConfig, TransformerLM
 from aigc_core.models.vae import VAEConfig, VAEDecoder
 from aigc_core.paths import Home
-from aigc_core.serving import PYFUNC_FILES, pyfunc_file
 from aigc_core.serving.environment import PROJECT_DISTRIBUTION, model_environment
-from tasks import mlflow_adapter as tracking
-from tasks.registry import _example_output
+from tasks.tracking import Tracker
 
 ROOT = Path(__file__).parents[2]
+PYFUNC = ROOT / "tasks" / "pyfunc_model.py"  # the one pyfunc file: every family's models
 VOCAB = build_vocab("abcdefghij .")
 IMAGE_REQUEST = {"n": [3], "seed": [0]}
 TEXT_REQUEST = {"prompt": ["abc"], "max_new_tokens": [5], "seed": [0]}
@@ -49,21 +49,20 @@ def tiny(family: str) -> tuple[torch.nn.Module, dict, dict]:
     return TransformerLM(cfg), cfg.to_dict(), TEXT_REQUEST
 
 
-def log_tiny_models(root: Path, families=tuple(PYFUNC_FILES)) -> dict[str, Path]:
-    """Log a tiny model of each family through the adapter into a fresh home under `root`;
+def log_tiny_models(root: Path, names=families.BUILTIN) -> dict[str, Path]:
+    """Log a tiny model of each family through the tracker into a fresh home under `root`;
     returns family -> the logged model's local folder (MLmodel, requirements.txt, code/, ...)."""
     home = Home(root / "aigc-home").ensure()
-    tracking.configure(home)
+    tracker = Tracker(home)
     out = {}
-    for family in families:
+    for family in names:
         module, config, request = tiny(family)
-        run_id = tracking.start_run(f"env-{family}", tags={})
+        run_id = tracker.start_run(f"env-{family}", tags={})
         artifacts = save_model(home.runs / run_id / "model", module, config)
         example = pd.DataFrame(request)
-        uri = tracking.log_model(
-            run_id, family, artifacts, example, _example_output(family, artifacts, example)
-        )
-        out[family] = tracking.download_model_files(uri, root / "models" / family).parent
+        served = families.get(family).load_generator(artifacts["weights"], artifacts["config"])
+        uri = tracker.log_model(run_id, artifacts, example, served.predict(example))
+        out[family] = tracker.download_model(uri, root / "models" / family).parent
     return out
 
 
@@ -117,8 +116,7 @@ def check_predictions(out: dict, models: dict[str, Path]) -> None:
             assert got["rows"] == 1 and got["first"]["finish_reason"] == "length"
             assert len(got["first"]["text"]) == 5 and set(got["first"]["text"]) <= set(VOCAB)
         assert got["imported"] and all(got["imported"].values()), got["imported"]
-        env = model_environment(pyfunc_file(family))
-        assert set(got["imported"]) <= set(env.modules)  # what ran was shipped
+        assert set(got["imported"]) <= set(model_environment(PYFUNC).modules)  # it was shipped
 
 
 def requests_of(models: dict[str, Path]) -> str:
@@ -130,15 +128,18 @@ def models(tmp_path_factory) -> dict[str, Path]:
     return log_tiny_models(tmp_path_factory.mktemp("model-env"))
 
 
-@pytest.mark.parametrize("pyfunc", sorted({p.name for p in PYFUNC_FILES.values()}))
-def test_requirements_are_pinned_third_party_packages_only(pyfunc):
-    env = model_environment(next(p for p in PYFUNC_FILES.values() if p.name == pyfunc))
+def test_requirements_are_pinned_third_party_packages_only():
+    env = model_environment(PYFUNC)
     assert env.requirements and all(PINNED.match(r) for r in env.requirements), env.requirements
     names = {r.split("==")[0] for r in env.requirements}
     assert PROJECT_DISTRIBUTION not in names and "mlflow" not in names  # skinny serves a pyfunc
-    assert {"mlflow-skinny", "torch", "safetensors", "numpy", "pandas"} <= names
-    assert ("pillow" in names) == (pyfunc == "image_generator.py")  # only images write PNGs
+    assert {"mlflow-skinny", "torch", "safetensors", "numpy", "pandas", "pillow"} <= names
+    # serving never evaluates: the evaluation stack stays out of a served model
+    assert not names & {"torchmetrics", "scipy", "matplotlib", "prefect"}, names
+    assert not any(m.startswith("aigc_core.evaluation.") for m in env.modules), env.modules
     assert {"aigc_core", "aigc_core.models", "aigc_core.models.io"} <= set(env.modules)
+    # the family modules `aigc_core.families` imports by name ship with it
+    assert {f"aigc_core.families.{n}" for n in families.BUILTIN} <= set(env.modules)
     for m in env.modules:  # every package above a shipped module ships too
         assert m.rpartition(".")[0] in (*env.modules, "")
 
@@ -159,8 +160,8 @@ def test_an_import_that_cannot_ship_is_refused(tmp_path):
 
 
 def test_the_logged_model_carries_its_code_and_its_pins(models):
-    for family, model_dir in models.items():
-        env = model_environment(pyfunc_file(family))
+    env = model_environment(PYFUNC)
+    for model_dir in models.values():
         assert (model_dir / "requirements.txt").read_text().split() == list(env.requirements)
         mlmodel = (model_dir / "MLmodel").read_text()
         assert re.search(r"^    code: code$", mlmodel, re.M), mlmodel
@@ -186,23 +187,52 @@ def test_logged_models_load_and_predict_where_the_project_cannot_be_imported(mod
     check_predictions(json.loads(p.stdout.splitlines()[-1]), models)
 
 
-def test_a_model_logged_before_it_carried_code_still_loads(home):
+# The pyfunc file image models were logged with before they carried code (and before one file
+# served every family): MLflow copied it into each model, so those models still run it.
+OLD_IMAGE_PYFUNC = """
+import pandas as pd
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
+
+
+class ImageGenerator(PythonModel):
+    def load_context(self, context):
+        from aigc_core.models.io import load_model
+
+        self.generator = load_model(context.artifacts["weights"], context.artifacts["config"])
+
+    def generate(self, n, seed, batch_size=256, on_batch=None):
+        from aigc_core.generation.images import generate_images
+
+        return generate_images(self.generator, n, seed, batch_size=batch_size, on_batch=on_batch)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        raise NotImplementedError
+
+
+set_model(ImageGenerator())
+"""
+
+
+def test_a_model_logged_before_it_carried_code_still_loads(home, tmp_path):
     """Versions registered earlier name `aigc-pipeline` and have no code/: where the project is
     installed they load from it, as they always did."""
     import mlflow
 
-    tracking.configure(home)
+    tracker = Tracker(home)
     module, config, request = tiny("dcgan")
-    run_id = tracking.start_run("old", tags={})
+    run_id = tracker.start_run("old", tags={})
     artifacts = save_model(home.runs / run_id / "model", module, config)
+    old_pyfunc = tmp_path / "image_generator.py"
+    old_pyfunc.write_text(OLD_IMAGE_PYFUNC)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(pyfunc_file("dcgan")),
+            python_model=str(old_pyfunc),
             artifacts={k: str(v) for k, v in artifacts.items()},
             pip_requirements=["torch", "aigc-pipeline"],
         )
     path = list(sys.path)
-    model = tracking.load_python_model(info.model_uri)
+    model = tracker.load_model(info.model_uri)
     assert sys.path == path  # loading leaves this process's import path as it was
     assert model.generate(2, seed=0).shape == (2, 1, 28, 28)

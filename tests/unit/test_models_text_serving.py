@@ -1,21 +1,20 @@
-"""The language models' pyfunc class, run as serving runs it (without MLflow's loader)."""
+"""The language models' generator (`TextGenerator`), loaded through its family as the served
+pyfunc model loads it (without MLflow's loader)."""
 
 from __future__ import annotations
-
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from aigc_core import families
 from aigc_core.generation.shards import shard_seed
+from aigc_core.generation.text import TextGenerator
 from aigc_core.models.charlstm import CharLSTM, CharLSTMConfig
 from aigc_core.models.chars import build_vocab, encode
 from aigc_core.models.io import save_model
 from aigc_core.models.transformer import TransformerConfig, TransformerLM
-from aigc_core.serving import pyfunc_file
-from aigc_core.serving.text_generator import TextGenerator
 
 VOCAB = build_vocab("abcdefghij .")
 
@@ -30,20 +29,19 @@ def served(request, tmp_path):
         cfg = TransformerConfig(vocab=VOCAB, block_size=8, n_layer=1, n_head=2, n_embd=8)
         module = TransformerLM(cfg)
     paths = save_model(tmp_path, module, cfg.to_dict())
-    m = TextGenerator()
-    m.load_context(SimpleNamespace(artifacts={k: str(v) for k, v in paths.items()}))
+    m = families.get(request.param).load_generator(paths["weights"], paths["config"])
     return request.param, m
 
 
 def test_predict_is_seeded_and_stays_in_the_vocabulary(served):
     family, m = served
-    assert pyfunc_file(family).name == "text_generator.py"
+    assert isinstance(m, TextGenerator) and families.get(family).kind == "text"
     req = pd.DataFrame({"prompt": ["abc", "j."], "max_new_tokens": [12, 5], "seed": [1, 2]})
-    out = m.predict(None, req)
+    out = m.predict(req)
     assert list(out["request"]) == [0, 1] and list(out["prompt"]) == ["abc", "j."]
     assert [len(t) for t in out["text"]] == [12, 5]  # longer than block_size: context cropped
     assert all(set(t) <= set(VOCAB) for t in out["text"])
-    again = m.predict(None, req)
+    again = m.predict(req)
     assert again["text"].tolist() == out["text"].tolist()
     greedy = m.generate(["abc"], 6, seed=0, temperature=0)
     assert greedy == m.generate(["abc"], 6, seed=99, temperature=0)  # greedy ignores the seed
@@ -108,8 +106,7 @@ def test_empty_prompts_need_a_newline_in_the_vocabulary(served, tmp_path):
     torch.manual_seed(1)
     cfg = CharLSTMConfig(vocab=vocab, embed_dim=8, hidden=16, block_size=8)
     paths = save_model(tmp_path / "nl", CharLSTM(cfg), cfg.to_dict())
-    m2 = TextGenerator()
-    m2.load_context(SimpleNamespace(artifacts={k: str(v) for k, v in paths.items()}))
+    m2 = families.get("charlstm").load_generator(paths["weights"], paths["config"])
     ((text, _),) = m2.generate([""], 5, 0)
     assert len(text) == 5 and np.isfinite(m2.score([""], [text])[0])
 
@@ -126,6 +123,6 @@ def test_predict_takes_optional_sampling_columns(served):
             "stop": [".", None],
         }
     )
-    out = m.predict(None, req)
+    out = m.predict(req)
     assert out["text"].iloc[0] == m.generate(["abc"], 8, 1, temperature=0, stop=["."])[0][0]
     assert out["text"].iloc[1] == m.generate(["abc"], 8, 1, top_p=0.5)[0][0]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+from aigc_core import families
 from aigc_core.generation.text import SamplingParams, next_token
 from aigc_core.models.charlstm import CharLSTM, CharLSTMConfig
 from aigc_core.models.chars import build_vocab, decode, encode
@@ -101,9 +104,21 @@ def test_generation_is_seeded_and_greedy_is_argmax(cfg):
 )
 def test_save_and_load_rebuild_each_family(tmp_path, module, cfg):
     paths = save_model(tmp_path, module, cfg.to_dict())
-    back = load_model(paths["weights"], paths["config"])
+    family = families.get(cfg.to_dict()["family"])
+    back = family.load_generator(paths["weights"], paths["config"]).module
     assert type(back) is type(module) and back.cfg == cfg and not back.training
     for (k, v), (k2, v2) in zip(
         module.state_dict().items(), back.state_dict().items(), strict=True
     ):
         assert k == k2 and torch.equal(v, v2)
+    # models logged before they carried code load through `load_model`: the same module
+    legacy = load_model(paths["weights"], paths["config"])
+    assert type(legacy) is type(module) and legacy.cfg == cfg
+    with pytest.raises(ValueError, match="unknown model family 'gpt9'"):
+        load_model(paths["weights"], _with_family(paths["config"], "gpt9"))
+
+
+def _with_family(config, family: str):
+    out = config.with_name("other.json")
+    out.write_text(json.dumps({**json.loads(config.read_text()), "family": family}))
+    return out

@@ -58,6 +58,38 @@ def test_dataset_names_are_case_insensitive_and_stored_in_lowercase():
     assert names.dataset("MyFaces") == "myfaces"
 
 
+@pytest.mark.parametrize("family", ["dcgan", "transformer"])
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_registered_model_names_are_family_and_dataset(family, dataset):
+    name = names.registered_model_name(family, dataset)
+    assert name == f"aigc-{family}-{dataset}" and names.model(name) == name
+
+
+@pytest.mark.parametrize(
+    ("ref", "parsed"),
+    [
+        ("aigc-dcgan-digits", ("aigc-dcgan-digits", "champion", None)),
+        (" aigc-dcgan-digits@challenger ", ("aigc-dcgan-digits", "challenger", None)),
+        ("aigc-dcgan-digits/3", ("aigc-dcgan-digits", None, "3")),
+    ],
+)
+def test_model_refs_name_an_alias_or_a_version(ref, parsed):
+    assert names.parse_model_ref(ref) == parsed
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("m/latest", "a version after '/' is a number"),
+        ("@champion", "expected NAME, NAME@ALIAS or NAME/VERSION"),
+        ("m@", "expected NAME, NAME@ALIAS or NAME/VERSION"),
+    ],
+)
+def test_malformed_model_refs_say_what_is_expected(ref, message):
+    with pytest.raises(ValueError, match=message):
+        names.parse_model_ref(ref)
+
+
 def test_model_names_and_aliases_keep_their_case():
     assert names.model("aigc-dcgan-MyFaces") == "aigc-dcgan-MyFaces"  # registered before the rule
     assert names.alias("Champion") == "Champion"

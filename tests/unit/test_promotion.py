@@ -1,8 +1,22 @@
 import math
+from dataclasses import replace
 
 import pytest
 
-from aigc_core.promotion import POLICIES, GatePolicy, decide, policy_for
+from aigc_core import families
+from aigc_core.paths import Home
+from aigc_core.promotion import (
+    CHAMPION,
+    GatePolicy,
+    RegistryError,
+    decide,
+    gate_metrics_of,
+    gate_tags,
+    promote_version,
+    read_audit,
+    rollback,
+)
+from aigc_core.stages import ModelVersion
 
 FID = GatePolicy(metric="fid", lower_is_better=True)
 
@@ -61,13 +75,82 @@ def test_hard_floors_reject_a_better_candidate_and_name_the_floor():
 
 
 def test_every_family_has_a_policy_whose_gate_metrics_include_its_primary():
-    assert set(POLICIES) >= {"dcgan", "vae", "charlstm", "transformer"}
-    for family, policy in POLICIES.items():
-        assert policy_for(family).gate_metrics[0] == policy.metric
-    assert POLICIES["dcgan"].gate_metrics == ["fid", "evaluator_accuracy", "memorization_rate"]
-    assert POLICIES["charlstm"].metric == "bits_per_char" and POLICIES["charlstm"].lower_is_better
+    policies = {name: f.policy for name, f in families.available().items()}
+    assert set(policies) >= {"dcgan", "vae", "charlstm", "transformer"}
+    for policy in policies.values():
+        assert policy.gate_metrics[0] == policy.metric
+    assert policies["dcgan"].gate_metrics == ["fid", "evaluator_accuracy", "memorization_rate"]
+    assert policies["charlstm"].metric == "bits_per_char" and policies["charlstm"].lower_is_better
 
 
 def test_unknown_family_is_a_clear_error():
-    with pytest.raises(ValueError, match="no promotion policy for model family 'gpt9'"):
-        policy_for("gpt9")
+    with pytest.raises(ValueError, match="unknown model family 'gpt9'"):
+        families.get("gpt9")
+
+
+class MemoryRegistry:
+    """A registry in a dict: what `promote_version` and `rollback` need of one."""
+
+    def __init__(self):
+        self.versions: dict[str, ModelVersion] = {}
+        self.aliases: dict[str, str] = {}
+
+    def add(self, fid: float, family: str = "dcgan", **extra) -> str:
+        v = str(len(self.versions) + 1)
+        metrics = {"fid": fid, "evaluator_accuracy": 0.97, "memorization_rate": 0.0, **extra}
+        tags = {"family": family, **gate_tags(metrics, families.get(family).policy)}
+        self.versions[v] = ModelVersion("m", v, f"run-{v}", tags)
+        return v
+
+    def alias_version(self, name, alias):
+        v = self.aliases.get(alias)
+        return self.versions[v] if v else None
+
+    def get_version(self, name, version):
+        return self.versions.get(str(version))
+
+    def set_alias(self, name, alias, version):
+        self.aliases[alias] = version
+
+    def tag_version(self, name, version, tags):
+        mv = self.versions[version]
+        self.versions[version] = replace(mv, tags={**mv.tags, **tags})
+
+
+def test_promote_version_gates_by_the_family_tag_and_records_every_decision(tmp_path):
+    home, reg = Home(tmp_path), MemoryRegistry()
+    v1, v2, v3 = reg.add(20.0), reg.add(35.0), reg.add(9.0, memorization_rate=0.3)
+    first = promote_version(reg, home, "m", v1, actor="test")
+    assert first.promoted and first.decision == "promoted" and first.previous_champion is None
+    worse = promote_version(reg, home, "m", v2)
+    assert not worse.promoted and worse.champion_version == v1
+    assert "does not beat champion v1" in worse.reason
+    assert reg.versions[v2].tags["promotion.reason"] == worse.reason
+    copier = promote_version(reg, home, "m", v3)  # the dcgan policy's ceiling, from the tag
+    assert not copier.promoted and "memorization_rate 0.3 above ceiling" in copier.reason
+    assert reg.aliases[CHAMPION] == v1
+    assert promote_version(reg, home, "m", v1).decision == "unchanged"
+    audit = read_audit(home, "m")
+    assert [(r["version"], r["decision"]) for r in audit] == [
+        (v1, "promoted"), (v2, "rejected"), (v3, "rejected"), (v1, "unchanged"),
+    ]  # fmt: skip
+    assert audit[1]["champion_metrics"]["fid"] == 20.0
+    assert gate_metrics_of(reg.versions[v1].tags)["fid"] == 20.0
+
+
+def test_rollback_walks_back_and_says_when_it_cannot(tmp_path):
+    home, reg = Home(tmp_path), MemoryRegistry()
+    v1, v2 = reg.add(20.0), reg.add(10.0)
+    with pytest.raises(RegistryError, match="has no champion to roll back"):
+        rollback(reg, home, "m")
+    for v in (v1, v2):
+        assert promote_version(reg, home, "m", v).promoted
+    out = rollback(reg, home, "m", reason="smudges", actor="test")
+    assert out == {"model_name": "m", "champion_version": v1, "previous_champion": v2}
+    assert reg.versions[v2].tags["rollback.reason"] == "smudges"
+    with pytest.raises(RegistryError, match="records no previous champion"):
+        rollback(reg, home, "m")
+    with pytest.raises(RegistryError, match="has no version '9'"):
+        promote_version(reg, home, "m", "9")
+    with pytest.raises(ValueError, match="needs a reason"):
+        promote_version(reg, home, "m", v2, force=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import mlflow_adapter as tracking
+from aigc_core.promotion import read_audit
+from tasks.tracking import Tracker
 from tests.unit.test_registry import NAME, add_version, logged, store  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -19,11 +20,11 @@ PROMOTER = """
 import sys, time
 from pathlib import Path
 from aigc_core.paths import Home
-from tasks import mlflow_adapter as tracking
 from tasks.registry import promote_version
+from tasks.tracking import Tracker
 
 home, version, gate = Home(Path(sys.argv[1])), sys.argv[2], Path(sys.argv[3])
-tracking.configure(home)
+Tracker(home)  # MLflow started before the race
 (gate / f"ready-{version}").touch()
 while not (gate / "go").exists():
     time.sleep(0.01)
@@ -56,8 +57,9 @@ def test_processes_promoting_at_once_leave_one_consistent_champion(logged, tmp_p
     for p in procs:
         _, stderr = p.communicate(timeout=120)
         assert p.returncode == 0, stderr
-    assert tracking.alias_version(NAME, "champion").version == versions[fids.index(min(fids))]
-    audit = tracking.read_audit(home, NAME)
+    champion = Tracker(home).alias_version(NAME, "champion")
+    assert champion.version == versions[fids.index(min(fids))]
+    audit = read_audit(home, NAME)
     assert sorted(r["version"] for r in audit) == sorted(versions)
     champion = None
     for r in audit:  # one chain: each decision saw the champion the previous one left

@@ -173,6 +173,40 @@ def test_a_corrupted_part_is_detected(tmp_path):
         read_table(snap)
 
 
+def test_a_snapshot_is_hashed_once_per_process_until_a_part_changes(tmp_path, monkeypatch):
+    from aigc_core.data import snapshot as module
+
+    snap = publish(tmp_path, tiny_images(n=50), rows_per_part=20)
+    hashed = []
+    real = module.sha256_file
+    monkeypatch.setattr(module, "sha256_file", lambda p: hashed.append(p.name) or real(p))
+    first = read_table(snap)
+    assert len(hashed) == 3  # every part, the first time
+    again = read_table(find_snapshot(tmp_path, snap.id))  # another Snapshot object, same folder
+    assert again.equals(first) and len(hashed) == 3  # not hashed again
+    ref = snap.ref()
+    assert ref.id == snap.id and ref.rows == 50 and ref.kind == "image" and ref.created is True
+    assert read_table(module.open_snapshot(ref)).num_rows == 50 and len(hashed) == 3
+    # a part rewritten in place (same size) is hashed again, and the change is caught
+    part = snap.path / snap.manifest["files"][1]["path"]
+    data = bytearray(part.read_bytes())
+    data[-20] ^= 0xFF
+    part.write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match="corrupted"):
+        read_table(snap)
+    assert len(hashed) > 3
+
+
+def test_a_reference_to_another_snapshot_is_refused(tmp_path):
+    from dataclasses import replace
+
+    from aigc_core.data.snapshot import open_snapshot
+
+    snap = publish(tmp_path, tiny_images())
+    with pytest.raises(SnapshotError, match="not '0000000000000000'"):
+        open_snapshot(replace(snap.ref(), id="0" * 16))
+
+
 def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")

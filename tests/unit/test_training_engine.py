@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from aigc_core import families
 from aigc_core.models.io import save_model
 from aigc_core.training import engine, interrupt
 from aigc_core.training.checkpoint import list_checkpoints, save_checkpoint
@@ -77,7 +78,7 @@ def test_lr_schedule_warms_up_then_decays():
 @pytest.mark.parametrize("family", ["charlstm", "transformer"])
 def test_language_models_learn_and_report_bits_per_character(tmp_path, family):
     r = engine.train_model(
-        family,
+        families.get(family),
         "smoke",
         engine.TrainData(text=TEXT),
         CPU,
@@ -95,7 +96,7 @@ def test_vae_learns(tmp_path):
     images = torch.zeros(64, 1, 28, 28)
     images[::2, :, 8:20, 8:20] = 1.0
     r = engine.train_model(
-        "vae",
+        families.get("vae"),
         "smoke",
         engine.TrainData(images=images, val_images=images[:16]),
         CPU,
@@ -104,7 +105,7 @@ def test_vae_learns(tmp_path):
     )
     assert r.history[-1]["loss"] < r.history[0]["loss"]
     assert r.history[-1]["val_neg_elbo"] < 543  # 784 * ln 2: what a fair coin per pixel costs
-    module, cfg = r.serving_module()
+    module, cfg = r.served_module()
     assert cfg["family"] == "vae" and module(torch.zeros(2, 8)).shape == (2, 1, 28, 28)
 
 
@@ -113,9 +114,14 @@ def test_dcgan_through_the_engine_matches_train_gan(tmp_path):
 
     images = torch.rand(32, 1, 28, 28)
     r = engine.train_model(
-        "dcgan", "smoke", engine.TrainData(images=images), CPU, tmp_path, overrides={"bf16": False}
+        families.get("dcgan"),
+        "smoke",
+        engine.TrainData(images=images),
+        CPU,
+        tmp_path,
+        overrides={"bf16": False},
     )
-    model_cfg, train_cfg = engine.preset("dcgan", "smoke")
+    model_cfg, train_cfg = families.get("dcgan").preset("smoke")
     gan, _ = train_gan(
         images, model_cfg, GANTrainConfig(**{**train_cfg.to_dict(), "bf16": False}), CPU
     )
@@ -127,14 +133,14 @@ def test_dcgan_through_the_engine_matches_train_gan(tmp_path):
 
 def test_warm_start_loads_the_saved_model_and_keeps_its_vocabulary(tmp_path):
     first = engine.train_model(
-        "transformer", "smoke", engine.TrainData(text=TEXT), CPU, tmp_path / "a",
+        families.get("transformer"), "smoke", engine.TrainData(text=TEXT), CPU, tmp_path / "a",
         overrides={"steps": 10},
     )  # fmt: skip
-    module, cfg = first.serving_module()
+    module, cfg = first.served_module()
     save_model(tmp_path / "model", module, cfg)
     warm = engine.train_model(
-        "transformer", "smoke", engine.TrainData(text=TEXT[:600]), CPU, tmp_path / "b",
-        init_from=tmp_path / "model", overrides={"steps": 1, "lr": 0.0},
+        families.get("transformer"), "smoke", engine.TrainData(text=TEXT[:600]), CPU,
+        tmp_path / "b", init_from=tmp_path / "model", overrides={"steps": 1, "lr": 0.0},
     )  # fmt: skip
     assert warm.model_cfg.vocab == first.model_cfg.vocab
     for a, b in zip(
@@ -143,18 +149,20 @@ def test_warm_start_loads_the_saved_model_and_keeps_its_vocabulary(tmp_path):
         assert torch.equal(a, b)  # lr 0: the weights are exactly the warm-start ones
     with pytest.raises(ValueError, match="is a transformer model, not charlstm"):
         engine.train_model(
-            "charlstm", "smoke", engine.TrainData(text=TEXT), CPU, tmp_path / "c",
+            families.get("charlstm"), "smoke", engine.TrainData(text=TEXT), CPU, tmp_path / "c",
             init_from=tmp_path / "model",
         )  # fmt: skip
 
 
 def test_unknown_family_and_preset_are_clear_errors():
     with pytest.raises(ValueError, match="unknown model family 'gpt5'"):
-        engine.preset("gpt5", "cpu")
+        families.get("gpt5")
     with pytest.raises(ValueError, match="unknown preset 'huge' for vae"):
-        engine.preset("vae", "huge")
-    for family in engine.FAMILIES:
-        assert {"smoke", "cpu", "gpu"} <= set(engine.presets(family))
+        families.get("vae").preset("huge")
+    with pytest.raises(ValueError, match="unknown preset 'huge' for vae"):
+        engine.train_config(families.get("vae"), "huge")
+    for family in families.BUILTIN:
+        assert {"smoke", "cpu", "gpu"} <= set(families.get(family).presets)
 
 
 def test_nested_stop_on_signals_keeps_a_stop_requested_during_start_up():
@@ -202,20 +210,25 @@ def test_start_up_aborts_at_once_and_training_inside_it_checkpoints_first():
 def test_a_stop_requested_at_the_first_step_checkpoints_it(tmp_path):
     with pytest.raises(Interrupted, match="stopped at step 1; checkpoint") as e:
         engine.train_model(
-            "charlstm", "smoke", engine.TrainData(text=TEXT), CPU, tmp_path, stop=lambda: True
+            families.get("charlstm"),
+            "smoke",
+            engine.TrainData(text=TEXT),
+            CPU,
+            tmp_path,
+            stop=lambda: True,
         )
     assert e.value.checkpoint.name == "ckpt-00000001.pt"
     assert "before training started" in str(Interrupted.before_start())
 
 
-@pytest.mark.parametrize("family", engine.FAMILIES)
+@pytest.mark.parametrize("family", families.BUILTIN)
 def test_steps_option_works_for_every_family(tmp_path, family):
     """`--steps` is one setting for every family (issue 13: the DCGAN's config had no `steps`
     and `aigc train --model dcgan --steps 80` crashed)."""
     images = torch.rand(16, 1, 28, 28)
     data = engine.TrainData(images=images, val_images=images[:4], text=TEXT)
     r = engine.train_model(
-        family, "smoke", data, CPU, tmp_path, overrides={"steps": 3, "bf16": False}
+        families.get(family), "smoke", data, CPU, tmp_path, overrides={"steps": 3, "bf16": False}
     )
     assert r.train_cfg.total_steps == 3 and r.history[-1]["step"] == 3
     assert r.last_checkpoint.name == "ckpt-00000003.pt"
@@ -223,10 +236,11 @@ def test_steps_option_works_for_every_family(tmp_path, family):
 
 def test_bad_training_settings_are_clear_errors():
     with pytest.raises(ValueError, match="steps must be a whole number of at least 1, got 0"):
-        engine.train_config("dcgan", "smoke", {"steps": 0})
+        engine.train_config(families.get("dcgan"), "smoke", {"steps": 0})
     with pytest.raises(ValueError, match="unknown training setting.*'iterations' for vae"):
-        engine.train_config("vae", "smoke", {"iterations": 5})
+        engine.train_config(families.get("vae"), "smoke", {"iterations": 5})
     # a DCGAN checkpoint written before `steps` existed still loads; its length is unchanged
-    _, cfg = engine.preset("dcgan", "smoke")
+    dcgan = families.get("dcgan")
+    _, cfg = dcgan.preset("smoke")
     old = {k: v for k, v in cfg.to_dict().items() if k != "steps"}
-    assert engine._train_cfg_from("dcgan", old).total_steps == cfg.epochs * cfg.steps_per_epoch
+    assert dcgan.train_config(old).total_steps == cfg.epochs * cfg.steps_per_epoch

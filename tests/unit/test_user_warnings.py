@@ -14,13 +14,17 @@ import textwrap
 import time
 from pathlib import Path
 
+import prefect  # noqa: F401  (importing Prefect sets up logging, as in the CLI)
 import pyarrow as pa
 import pytest
 
 from aigc.console_log import WarningsToStderr, show_warnings
 from aigc_core.atomic import STAGING_PREFIX, remove_stale_staging, staged_dir, staging_path
+from aigc_core.content import BatchPlan, run_shard
+from aigc_core.content.shard import write_part
 from aigc_core.data.snapshot import image_table, write_snapshot
-from tasks.content import _write_part, run_shard  # imports Prefect, which sets up logging
+from aigc_core.generation.shards import Shard
+from aigc_core.paths import Home
 from tests.conftest import tiny_images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,17 +119,28 @@ def test_a_reused_snapshot_is_a_warning(tmp_path, caplog):
 
 def test_a_reused_shard_is_a_warning(tmp_path, caplog):
     work, batch = tmp_path / "content" / ".work" / "b1", tmp_path / "content" / "b1"
-    plan = {
-        "batch_id": "b1",
-        "work_dir": str(work),
-        "batch_dir": str(batch),
-        "n": 3,
-        "shards": [{"index": 0, "start": 0, "count": 3, "seed": 1}],
-    }
-    _write_part(work / "part-00000.parquet", pa.table({"index": [0, 1, 2]}))
-    with caplog.at_level(logging.WARNING, logger="tasks"):
-        record = run_shard(plan, 0, str(tmp_path))
-    assert record["skipped"] is True
+    plan = BatchPlan(
+        batch_id="b1",
+        kind="image",
+        family="dcgan",
+        model_ref="m",
+        model_name="m",
+        model_version="1",
+        model_uri="models:/m/1",
+        model_dir=str(tmp_path / "model"),
+        run_id="r",
+        snapshot_id="s",
+        seed=1,
+        n=3,
+        shards=(Shard(index=0, start=0, count=3, seed=1),),
+        policy={"image": {}},
+        work_dir=str(work),
+        batch_dir=str(batch),
+    )
+    write_part(work / "part-00000.parquet", pa.table({"index": [0, 1, 2]}))
+    with caplog.at_level(logging.WARNING, logger="aigc_core"):
+        record = run_shard(plan, 0, Home(tmp_path))
+    assert record.skipped is True
     assert "shard 0 of batch b1 reused from an earlier run" in caplog.text
 
 

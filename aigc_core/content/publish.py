@@ -1,0 +1,342 @@
+"""Publishing a content batch: read every shard part, decide across shards, write the batch.
+
+`curate` reads the parts (each must be there, readable, and together cover items 0..n-1 once)
+and applies the batch-wide decision of the batch's kind (near-duplicates across shards among
+them). `publish` writes `content/<batch-id>/` in one rename: the Parquet parts with the decision
+and every item's lineage, the manifest, an HTML review report and, for images, a contact sheet;
+then it removes the working parts. A batch published already, or concurrently by another run of
+the same request, is returned as it is (`published`).
+
+What the caller logs about a batch (its tracking run's tags, parameters, metrics and files, a
+summary table and text) is computed here from the plan and the batch; logging it is the
+caller's.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from aigc_core import progress
+from aigc_core.atomic import sha256_file, staged_dir
+from aigc_core.content.manifest import Batch
+from aigc_core.content.plan import BatchPlan
+from aigc_core.content.schema import (
+    CONTACT_SHEET,
+    FORMAT_VERSION,
+    MANIFEST,
+    REPORT,
+    batch_schema,
+    shard_schema,
+    text_score_columns,
+)
+from aigc_core.content.shard import part_ok
+from aigc_core.curation.images import decide_images, rejected_by_reason
+from aigc_core.curation.policy import Policy
+from aigc_core.curation.text import decide_texts
+from aigc_core.generation.shards import part_name
+from aigc_core.images import contact_sheet, decode_png
+from aigc_core.report import ReportItem, write_report
+
+log = logging.getLogger(__name__)
+
+SHEET_ITEMS = 256  # items per contact sheet (kept, rejected)
+
+
+@dataclass(frozen=True)
+class Curated:
+    """A batch decided but not yet published: every item with its decision and lineage."""
+
+    table: pa.Table  # the published schema: shard columns, decision, lineage
+    n_kept: int
+    rejected_by_reason: dict[str, int]
+
+
+def published(plan: BatchPlan, shards_skipped: int = 0) -> Batch | None:
+    """The batch `plan` describes if it is published already (a warning says so), else None."""
+    final = Path(plan.batch_dir)
+    if not (final / MANIFEST).exists():
+        return None
+    log.warning("batch %s was already published: reused %s", plan.batch_id, final)
+    return Batch.read(final, shards_skipped)
+
+
+def read_parts(plan: BatchPlan) -> pa.Table:
+    """Every shard part of the batch, in item order; an error naming a missing part."""
+    schema = shard_schema(plan.kind, plan.policy)
+    tables = []
+    for s in plan.shards:
+        path = Path(plan.work_dir) / part_name(s.index)
+        if not part_ok(path, s.count):
+            raise RuntimeError(
+                f"shard {s.index} of batch {plan.batch_id} is missing or unreadable at "
+                f"{path}: run the batch again to regenerate it"
+            )
+        tables.append(pq.read_table(path, schema=schema))
+    table = pa.concat_tables(tables)
+    index = table.column("index").to_numpy()
+    if not np.array_equal(index, np.arange(plan.n)):
+        raise RuntimeError(
+            f"batch {plan.batch_id}: shard parts do not cover items 0..{plan.n - 1} "
+            f"exactly once; delete {plan.work_dir} and run the batch again"
+        )
+    return table
+
+
+def decide(plan: BatchPlan, table: pa.Table) -> pd.DataFrame:
+    """The batch-wide decision: a DataFrame with duplicate_of, kept and reason per item."""
+    policy = Policy.from_dict(dict(plan.policy))
+    if plan.kind == "text":
+        scores = table.select(text_score_columns(policy.text)).to_pandas()
+        return decide_texts(table.column("text").to_pylist(), scores, policy.text)
+    scores = table.select(["confidence", "phash", "train_distance"]).to_pandas()
+    return decide_images(scores, policy.image)
+
+
+def curate(plan: BatchPlan) -> Curated:
+    """Read the shard parts and decide: every item with its decision and lineage."""
+    progress.report("curate", 0, plan.n)
+    table = read_parts(plan)
+    decided = decide(plan, table)
+    schema = batch_schema(table.schema)
+    full = table
+    for name, values, typ in (
+        ("duplicate_of", decided["duplicate_of"], pa.int32()),
+        ("kept", decided["kept"], pa.bool_()),
+        ("reason", decided["reason"], pa.string()),
+    ):
+        full = full.append_column(schema.field(name), pa.array(values, typ))
+    for k, v in plan.lineage.items():
+        full = full.append_column(schema.field(k), pa.array([v] * plan.n, pa.string()))
+    return Curated(full, int(decided["kept"].sum()), rejected_by_reason(decided["reason"]))
+
+
+def _sheet_png(images: list[np.ndarray], captions: list[str], kept: bool) -> bytes | None:
+    if not images:
+        return None
+    sheet = contact_sheet(
+        np.stack(images), captions=captions, marks=[kept] * len(images), cols=16, scale=2
+    )
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _reasons(reason: str) -> list[str]:
+    return reason.split(";") if reason else []
+
+
+def image_report(full: pa.Table) -> tuple[list[ReportItem], dict[str, bytes | None]]:
+    """Report cards with thumbnails, and contact sheets of the first 256 kept and rejected."""
+    items, sheet_imgs = [], {True: ([], []), False: ([], [])}
+    cols = ["id", "png", "predicted_label", "confidence", "train_distance", "kept", "reason"]
+    for row in full.select(cols).to_pylist():
+        imgs, caps = sheet_imgs[row["kept"]]
+        if len(imgs) < SHEET_ITEMS:
+            imgs.append(decode_png(row["png"]))
+            caps.append(f"{row['predicted_label']} {row['confidence']:.2f}")
+        items.append(
+            ReportItem(
+                id=row["id"],
+                kept=row["kept"],
+                reasons=_reasons(row["reason"]),
+                scores={
+                    "label": row["predicted_label"],
+                    "conf": row["confidence"],
+                    "train_d": row["train_distance"],
+                },
+                png=row["png"],
+            )
+        )
+    sheets = {
+        name: _sheet_png(*sheet_imgs[kept], kept=kept)
+        for name, kept in (("kept", True), ("rejected", False))
+    }
+    return items, sheets
+
+
+def text_report(full: pa.Table) -> tuple[list[ReportItem], dict[str, bytes | None]]:
+    """Report cards with the prompt, the text and its main scores."""
+    cols = ["id", "prompt", "text", "finish_reason", "seed", "words", "perplexity"]
+    cols += ["train_ngram_frac", "kept", "reason"]
+    items = [
+        ReportItem(
+            id=row["id"],
+            kept=row["kept"],
+            reasons=_reasons(row["reason"]),
+            scores={
+                "ppl": row["perplexity"],
+                "words": row["words"],
+                "train_overlap": row["train_ngram_frac"],
+                "finish": row["finish_reason"],
+                "seed": row["seed"],
+            },
+            prompt=row["prompt"],
+            text=row["text"],
+        )
+        for row in full.select(cols).to_pylist()
+    ]
+    return items, {}
+
+
+REPORTS = {"image": image_report, "text": text_report}  # by the batch's kind
+
+_SUMMARY_KEYS = ("batch_id", "model_name", "model_version", "run_id", "snapshot_id", "seed")
+_SUMMARY_KEYS += ("n_generated", "n_kept", "rejected_by_reason", "policy", "sampling")
+_SUMMARY_KEYS += ("n_prompts", "created_at")
+
+
+def publish(
+    plan: BatchPlan,
+    curated: Curated,
+    *,
+    batch_run_id: str = "",
+    flow_run_id: str = "",
+    shards_skipped: int = 0,
+) -> Batch:
+    """Write `content/<batch-id>/` atomically and remove the working parts; the published
+    batch. When another run of the same request published first, that batch is returned: its
+    `batch_run_id` is not the one given."""
+    final = Path(plan.batch_dir)
+    full, n, kind = curated.table, plan.n, plan.kind
+    report_items, sheets = REPORTS[kind](full)
+    text = (
+        {"sampling": plan.sampling, "prompt_file": plan.prompt_file, "n_prompts": len(plan.prompts)}
+        if kind == "text"
+        else {}
+    )
+    try:
+        with staged_dir(final, size_hint=full.nbytes) as tmp:
+            files = []
+            for s in plan.shards:
+                path = tmp / part_name(s.index)
+                part = full.slice(s.start, s.count)
+                pq.write_table(part, path, compression="zstd")
+                files.append(
+                    {
+                        "path": path.name,
+                        "rows": s.count,
+                        "kept": int(pc.sum(part.column("kept")).as_py() or 0),
+                        "sha256": sha256_file(path),
+                    }
+                )
+            batch = Batch(
+                format_version=FORMAT_VERSION,
+                **plan.lineage,
+                kind=kind,
+                family=plan.family,
+                model_ref=plan.model_ref,
+                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                seed=plan.seed,
+                shards=[s.to_dict() for s in plan.shards],
+                policy=plan.policy,
+                **text,
+                n_generated=n,
+                n_kept=curated.n_kept,
+                n_rejected=n - curated.n_kept,
+                rejected_by_reason=curated.rejected_by_reason,
+                batch_run_id=batch_run_id,
+                flow_run_id=flow_run_id,
+                files=files,
+                contact_sheet=CONTACT_SHEET if kind == "image" else None,
+                report=REPORT,
+                batch_dir=str(final),
+                shards_skipped=shards_skipped,
+            )
+            manifest = batch.manifest()
+            if kind == "image":
+                (tmp / CONTACT_SHEET).write_bytes(sheets["kept"] or sheets["rejected"])
+            summary = {k: manifest[k] for k in _SUMMARY_KEYS if k in manifest}
+            title = f"Content batch {plan.batch_id}"
+            write_report(tmp / REPORT, title, summary, report_items, sheets=sheets)
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    except FileExistsError:  # published concurrently by another run of the same batch
+        return Batch.read(final, shards_skipped)
+    shutil.rmtree(plan.work_dir, ignore_errors=True)
+    progress.report("curate", n, n)
+    log.info("batch %s published: %d of %d kept", plan.batch_id, curated.n_kept, n)
+    return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# what a caller logs about a batch
+
+
+def run_name(plan: BatchPlan) -> str:
+    return f"batch-{plan.batch_id}"
+
+
+def run_tags(plan: BatchPlan, flow_run_id: str = "") -> dict[str, str]:
+    """The batch run's tags: its stage, the flow run, and the batch's lineage."""
+    return {
+        "aigc.stage": "content-batch",
+        "batch_id": plan.batch_id,
+        "flow_run_id": flow_run_id,
+        **plan.lineage,
+    }
+
+
+def run_params(plan: BatchPlan) -> dict[str, Any]:
+    """The batch run's parameters: the request, the policy and (text) the sampling options."""
+    return {
+        "n": plan.n,
+        "seed": plan.seed,
+        "shards": len(plan.shards),
+        "model_uri": plan.model_uri,
+        **{f"policy.{k}": v for k, v in plan.policy[plan.kind].items()},
+        **{f"sampling.{k}": v for k, v in (plan.sampling or {}).items()},
+        **({"prompts": len(plan.prompts)} if plan.kind == "text" else {}),
+    }
+
+
+def metric_key(reason: str) -> str:
+    """A metric name for a reason: `low_confidence<0.9` -> `low_confidence_lt_0.9`."""
+    return reason.replace("<", "_lt_").replace(">", "_gt_")
+
+
+def run_metrics(batch: Batch) -> dict[str, float]:
+    """The batch run's metrics: counts, the kept fraction, items rejected per reason."""
+    return {
+        "n_generated": batch.n_generated,
+        "n_kept": batch.n_kept,
+        "kept_fraction": batch.n_kept / batch.n_generated,
+        **{f"rejected.{metric_key(k)}": v for k, v in batch.rejected_by_reason.items()},
+    }
+
+
+def reason_rows(batch: Batch) -> list[dict[str, Any]]:
+    """Items per reason, kept first: a summary table."""
+    return [{"reason": "kept", "items": batch.n_kept}] + [
+        {"reason": k, "items": v} for k, v in sorted(batch.rejected_by_reason.items())
+    ]
+
+
+def summary_markdown(batch: Batch) -> str:
+    """A short Markdown summary of the batch: lineage, counts, policy, where its report is."""
+    sampling = (
+        f"sampling: `{json.dumps(batch.sampling, sort_keys=True)}`, {batch.n_prompts} prompt(s)\n\n"
+        if batch.kind == "text"
+        else ""
+    )
+    return (
+        f"# Content batch `{batch.batch_id}`\n\n"
+        f"model `{batch.model_name}` v{batch.model_version} (run "
+        f"`{batch.run_id}`), snapshot `{batch.snapshot_id}`\n\n"
+        f"**{batch.n_kept} of {batch.n_generated} kept**; rejected: "
+        f"{dict(batch.rejected_by_reason) or 'none'}\n\n"
+        f"policy: `{json.dumps(batch.policy, sort_keys=True)}`\n\n"
+        + sampling
+        + f"review report: `{Path(batch.batch_dir) / REPORT}`"
+    )

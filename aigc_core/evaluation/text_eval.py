@@ -1,0 +1,59 @@
+"""Scoring a character-level language model against its snapshot: what the evaluate stage logs
+for the text families.
+
+Held-out nats, bits per character and perplexity on the validation split, and distinct-1/2 and
+novelty of samples drawn through the model's `TextGenerator` (as content batches and serving
+draw them) from prompts cut from the held-out text. See `aigc_core.evaluation.text` for the
+metrics' definitions.
+"""
+
+from __future__ import annotations
+
+from aigc_core import progress
+from aigc_core.data.snapshot import text_split
+from aigc_core.evaluation.text import generation_metrics, heldout_nats, language_model_metrics
+from aigc_core.families.base import EvalInputs, Evaluation
+from aigc_core.generation.text import TextGenerator
+from aigc_core.models.chars import encode
+
+SAMPLE_SEED = 2024  # fixed: every candidate samples from the same seeds
+TEXT_HELDOUT_CHARS = 50_000  # held-out characters scored
+TEXT_SAMPLES, TEXT_SAMPLE_CHARS, TEXT_PROMPT_CHARS = 32, 200, 8
+
+
+def text_metrics(generator: TextGenerator, train_text: str, val_text: str) -> dict[str, float]:
+    """Held-out nats / bits per character / perplexity, and distinct-1/2 and novelty of
+    samples drawn from prompts cut from the held-out text. Held-out characters outside the
+    model's vocabulary (a warm start keeps its own) are dropped."""
+    vocab = generator.vocab
+    known = set(vocab)
+    val = "".join(c for c in val_text if c in known)[:TEXT_HELDOUT_CHARS]
+    model = generator.model
+    nats = heldout_nats(model, encode(val, vocab), model.cfg.block_size)
+    step = max(1, (len(val) - TEXT_PROMPT_CHARS) // TEXT_SAMPLES)
+    prompts = [val[i : i + TEXT_PROMPT_CHARS] for i in range(0, step * TEXT_SAMPLES, step)]
+    samples = [text for text, _ in generator.generate(prompts, TEXT_SAMPLE_CHARS, seed=SAMPLE_SEED)]
+    return {
+        **language_model_metrics(nats),
+        **generation_metrics(samples, train_text),
+        "heldout_chars": float(len(val)),
+        "text_samples": float(len(samples)),
+    }
+
+
+def evaluate_text(inputs: EvalInputs, generator: TextGenerator) -> Evaluation:
+    """The text scores of `generator` on the snapshot of `inputs` (documents of a split joined
+    by blank lines, as training joins them). Reports progress as stage "evaluate", 1 step."""
+    progress.report("evaluate", 0, 1)
+    metrics = text_metrics(
+        generator,
+        "\n\n".join(text_split(inputs.table, "train")),
+        "\n\n".join(text_split(inputs.table, "validation")),
+    )
+    progress.report("evaluate", 1, 1)
+    summary = (
+        f"held-out {metrics['bits_per_char']:.4f} bits/char (perplexity "
+        f"{metrics['perplexity']:.3f}), distinct-2 {metrics['distinct_2']:.3f}, novelty "
+        f"{metrics['novelty']:.3f}"
+    )
+    return Evaluation(metrics=metrics, summary=summary)

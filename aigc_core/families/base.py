@@ -1,0 +1,143 @@
+"""The contract of a model family: everything the pipeline knows of one kind of generative model.
+
+A `Family` is a frozen record of plain values and functions; one file per family builds one (see
+`dcgan.py` for a GAN, `charlstm.py` for a language model). The pipeline asks the family object
+and never its name: which snapshots it trains on (`kind`), its presets, how to build its training
+job from typed configs, which module is saved and served, how to load a generator from saved
+files, how to evaluate it, the promotion policy's metrics, the pyfunc's input example, and which
+curation its content gets (`kind`). A separate package adds a family through the entry-point
+group `aigc.families` (see `aigc_core.families`): nothing in this project changes.
+
+Generators are plain classes (no MLflow): image kind `generate(n, seed, batch_size=256,
+on_batch=None) -> (n, C, H, W) float32 in [0, 1]`; text kind `generate(prompts, max_new_tokens,
+seed, temperature=1.0, top_k=None, top_p=None, stop=()) -> [(text, finish_reason)]`, `score
+(prompts, texts) -> [mean nats per char]`, `context_ids(prompt)`, `stop_ids(stop)`; both
+`predict(request: DataFrame) -> DataFrame`, which the served pyfunc model calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import torch
+from torch import nn
+
+from aigc_core.promotion import GatePolicy
+
+KINDS = ("image", "text")
+
+
+class Preset(NamedTuple):
+    """A named starting point: the model's config and its training config (typed dataclasses
+    with `to_dict()`; the model config's dict carries "family", which saved models are loaded
+    by; every train config has `steps`, `total_steps` and `checkpoint_every`)."""
+
+    model: Any
+    train: Any
+
+
+@dataclass
+class TrainData:
+    """What a family trains on: images (N, C, H, W) in [0, 1], or text."""
+
+    images: torch.Tensor | None = None
+    val_images: torch.Tensor | None = None
+    text: str | None = None
+    val_text: str | None = None
+
+    def need(self, what: str, family: str):
+        """The images or text a family trains on; an error naming the snapshot's lack."""
+        value = getattr(self, what)
+        if value is None:
+            raise ValueError(f"the {family} family trains on {what}; this snapshot has none")
+        return value
+
+
+@dataclass(frozen=True)
+class EvalInputs:
+    """What evaluating a trained model may read. `table` holds the snapshot's rows with a
+    `split` column (train/validation); `final` the training run's last logged metrics."""
+
+    model_dir: Path  # weights.safetensors + config.json of the served module
+    checkpoint_dir: Path  # the run's checkpoints (the full model, e.g. the VAE's encoder)
+    snapshot_id: str
+    table: Any  # pyarrow.Table
+    manifest: Mapping[str, Any]
+    evaluators_dir: Path  # per-snapshot evaluator classifiers, trained once, shared
+    final: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A family's scores of one model: metrics (the policy's among them), images to log beside
+    them (artifact file name -> PIL image), and a one-line summary for the log."""
+
+    metrics: Mapping[str, float]
+    images: Mapping[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+
+class Generator(Protocol):
+    def predict(self, request: Any) -> Any: ...
+
+
+def _same(model_cfg, data: TrainData):
+    return model_cfg
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    kind: str  # "image" or "text": the snapshots it trains on, its content and curation
+    presets: Mapping[str, Preset]
+    model_config: Callable[[dict], Any]  # a saved model config dict -> the model config
+    train_config: Callable[[dict], Any]  # a checkpoint's train config dict -> the train config
+    build_job: Callable[[Any, Any, TrainData, torch.device], Any]  # (model, train, data, device)
+    served_module: Callable[[Any], nn.Module]  # the job's part saved, served and warm-started
+    load_generator: Callable[..., Generator]  # (weights: Path, config: Path, device="cpu")
+    evaluate: Callable[[EvalInputs], Evaluation]
+    policy: GatePolicy  # the promotion gate: primary metric, direction, floors
+    input_example: Mapping[str, list]  # one pyfunc request, column -> values
+    final_metrics: Mapping[str, str] = field(default_factory=dict)  # run field -> logged metric
+    prepare: Callable[[Any, TrainData], Any] = _same  # data-dependent config (a vocabulary)
+    description: str = ""
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"family {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
+        if not self.presets:
+            raise ValueError(f"family {self.name!r} has no presets")
+
+    @property
+    def curation(self) -> str:
+        """Which curation its content gets: the kind's."""
+        return self.kind
+
+    def preset(self, name: str) -> Preset:
+        if name not in self.presets:
+            raise ValueError(
+                f"unknown preset {name!r} for {self.name}; choose one of {', '.join(self.presets)}"
+            )
+        return Preset(*self.presets[name])
+
+    def to_dict(self) -> dict:
+        """What `aigc families --json` prints."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "primary_metric": self.policy.metric,
+            "lower_is_better": self.policy.lower_is_better,
+            "presets": {
+                name: {"model": p.model.to_dict(), "train": _plain(p.train)}
+                for name, p in self.presets.items()
+            },
+        }
+
+
+def _plain(cfg) -> dict:
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)

@@ -1,0 +1,100 @@
+"""Building blocks of text families: what any character-level language model `(ids (B, T)) ->
+(logits (B, T, V), ...)` with `cfg.vocab` and `cfg.block_size` can share (the LSTM and the
+Transformer use them; so can a plugin).
+
+- `vocabulary(name)`: `prepare`, filling an empty `vocab` from the training text;
+- `lm_job(name)`: `build_job` for `aigc_core.training.lm.LMJob`;
+- `generator_loader(build, model_config)`: `load_generator` returning a `TextGenerator`;
+- `evaluator(load_generator)`: `evaluate`, the text scores (`aigc_core.evaluation.text_eval`);
+- `GATE`, `FINAL_METRICS`, `INPUT_EXAMPLE`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from aigc_core.families.base import EvalInputs, Evaluation, TrainData
+from aigc_core.generation.text import TextGenerator
+from aigc_core.models.io import CONFIG, WEIGHTS, load_weights, read_config
+from aigc_core.promotion import GatePolicy
+from aigc_core.training import lm
+
+INPUT_EXAMPLE = {"prompt": ["The "], "max_new_tokens": [16], "seed": [0]}
+
+# Held-out bits per character. Floors: a language model whose bigrams are under 20% distinct is
+# looping, and one with under 10% novel word 4-grams is reciting its training text.
+GATE = GatePolicy(
+    metric="bits_per_char",
+    lower_is_better=True,
+    min_improvement=0.0,
+    minimums={"distinct_2": 0.2, "novelty": 0.1},
+)
+
+FINAL_METRICS = {"final_loss": "loss", "final_val_loss": "val_loss", "final_val_bpc": "val_bpc"}
+
+
+def vocabulary(name: str) -> Callable[[Any, TrainData], Any]:
+    """`prepare` of the text family `name`: a config without a vocabulary gets the one of the
+    training and validation text (a warm start's config keeps its own). (Partials of module
+    functions, here and below: a family stays picklable.)"""
+    return functools.partial(prepare_vocabulary, name)
+
+
+def prepare_vocabulary(name: str, model_cfg, data: TrainData):
+    if model_cfg.vocab:
+        return model_cfg
+    vocab, _, _ = lm.prepare_text(data.need("text", name), data.val_text)
+    return lm.with_vocab(model_cfg, vocab)
+
+
+def lm_job(name: str) -> Callable[..., lm.LMJob]:
+    """`build_job` of the text family `name`: the text as token ids of the config's vocabulary
+    (the last tenth held out when the snapshot has no validation text)."""
+    return functools.partial(build_lm_job, name)
+
+
+def build_lm_job(name: str, model_cfg, train_cfg, data: TrainData, device: torch.device):
+    text = data.need("text", name)
+    _, train_ids, val_ids = lm.prepare_text(text, data.val_text, vocab=model_cfg.vocab)
+    return lm.LMJob(train_ids, val_ids, model_cfg, train_cfg, device)
+
+
+def generator_loader(
+    build: Callable[[Any], nn.Module], model_config: Callable[[dict], Any]
+) -> Callable[..., TextGenerator]:
+    """`load_generator(weights, config, device="cpu")` for a family whose saved module is
+    `build(model_config(config dict))`."""
+    return functools.partial(load_generator, build, model_config)
+
+
+def load_generator(
+    build: Callable[[Any], nn.Module],
+    model_config: Callable[[dict], Any],
+    weights: Path,
+    config: Path,
+    device: str | torch.device = "cpu",
+) -> TextGenerator:
+    module = build(model_config(read_config(config)))
+    return TextGenerator(load_weights(module, weights, device))
+
+
+def evaluator(
+    load_generator: Callable[..., TextGenerator],
+) -> Callable[[EvalInputs], Evaluation]:
+    """`evaluate` scoring the saved language model with the text metrics."""
+    return functools.partial(evaluate, load_generator)
+
+
+def evaluate(load_generator: Callable[..., TextGenerator], inputs: EvalInputs) -> Evaluation:
+    # Imported by name, as in `aigc_core.families.images.evaluate`: kept out of the code a
+    # served model carries.
+    scores = importlib.import_module("aigc_core.evaluation.text_eval")
+    gen = load_generator(inputs.model_dir / WEIGHTS, inputs.model_dir / CONFIG)
+    return scores.evaluate_text(inputs, gen)
