@@ -23,7 +23,7 @@ def aigc(*args: str, home: Path, timeout: int = 300) -> subprocess.CompletedProc
         text=True,
         timeout=timeout,
         env=env,
-        cwd=Path(__file__).parents[2],
+        cwd=Path(__file__).parents[3],
     )
 
 

@@ -21,7 +21,7 @@ from flows.batch_generate import run_batch_generate
 from flows.nightly import nightly_retrain
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 
 
 @pytest.fixture(scope="module")

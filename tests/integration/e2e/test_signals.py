@@ -23,7 +23,7 @@ from aigc_core.training.interrupt import EXIT_INTERRUPTED
 from tests.conftest import tiny_images
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 
 
 def env() -> dict:

@@ -21,8 +21,8 @@ import pytest
 from PIL import Image
 
 from aigc_core.serving.environment import PROJECT_DISTRIBUTION
-from tests.e2e.test_serve import free_port
-from tests.unit.test_model_requirements import (
+from tests.integration.e2e.test_serve import free_port
+from tests.integration.test_model_requirements import (
     LOAD_AND_PREDICT,
     ROOT,
     check_predictions,

@@ -12,7 +12,7 @@ import pytest
 
 from aigc_core.promotion import read_audit
 from tasks.tracking import Tracker
-from tests.unit.test_registry import NAME, add_version, logged, store  # noqa: F401
+from tests.integration.test_registry import NAME, add_version, logged, store  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

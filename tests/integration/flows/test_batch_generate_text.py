@@ -19,7 +19,7 @@ from aigc_core.paths import Home
 from flows.batch_generate import run_batch_generate
 from flows.nightly import nightly_retrain
 from tasks.tracking import Tracker
-from tests.flows.test_batch_generate import read_batch
+from tests.integration.flows.test_batch_generate import read_batch
 
 pytestmark = pytest.mark.slow
 

@@ -23,10 +23,10 @@ from PIL import Image
 from aigc_core.promotion import read_audit
 from tasks.registry import promote_version
 from tasks.tracking import Tracker
-from tests.unit.test_registry import NAME, add_version, logged, store  # noqa: F401
+from tests.integration.test_registry import NAME, add_version, logged, store  # noqa: F401
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 
 
 def clean_env(home: Path) -> dict[str, str]:

@@ -16,7 +16,7 @@ import pytest
 from aigc_core.training.interrupt import EXIT_INTERRUPTED
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 
 
 def env() -> dict:

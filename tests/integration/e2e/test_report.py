@@ -23,7 +23,7 @@ from aigc_core.images import contact_sheet, png_bytes
 from aigc_core.report import ReportItem, write_report
 from tests.conftest import tiny_images
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",

@@ -16,7 +16,7 @@ from aigc_core.data.snapshot import find_snapshot, list_snapshots, read_table
 from data_contracts import validate_snapshot
 from tests.unit.test_sources_idx import write_mnist
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 
 
 def env() -> dict:

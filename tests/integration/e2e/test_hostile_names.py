@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli import aigc
+from tests.integration.e2e.test_cli import aigc
 
 
 def files_outside(sandbox: Path, home: Path) -> list[str]:

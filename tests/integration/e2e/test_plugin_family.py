@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 
 PLUGIN = '''
 """aigc_mlp: a two-layer MLP image generator as an aigc model family (one file)."""
