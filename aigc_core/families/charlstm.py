@@ -7,9 +7,8 @@ training text, is stored in its config. Saved, served and warm-started whole.
 from __future__ import annotations
 
 from aigc_core.families import text
-from aigc_core.families.base import Family, Preset
+from aigc_core.families.base import Preset
 from aigc_core.models.charlstm import CharLSTM, CharLSTMConfig
-from aigc_core.models.io import config_fields
 from aigc_core.training.loop import TrainConfig
 
 # the vocabulary is filled in from the training text (`prepare`)
@@ -45,34 +44,6 @@ PRESETS = {
 }
 
 
-def model_config(config: dict) -> CharLSTMConfig:
-    return CharLSTMConfig(**config_fields(config))
-
-
-def train_config(config: dict) -> TrainConfig:
-    return TrainConfig(**config)
-
-
-def served_module(job):
-    """The part of the job saved, served and warm-started."""
-    return job.model
-
-
-load_generator = text.generator_loader(CharLSTM, model_config)
-
-FAMILY = Family(
-    name="charlstm",
-    kind="text",
-    presets=PRESETS,
-    model_config=model_config,
-    train_config=train_config,
-    build_job=text.lm_job("charlstm"),
-    served_module=served_module,
-    load_generator=load_generator,
-    evaluate=text.evaluator(load_generator),
-    policy=text.GATE,
-    input_example=text.INPUT_EXAMPLE,
-    final_metrics=text.FINAL_METRICS,
-    prepare=text.vocabulary("charlstm"),
-    description="character-level LSTM language model",
+FAMILY = text.language_model(
+    "charlstm", CharLSTM, CharLSTMConfig, PRESETS, "character-level LSTM language model"
 )

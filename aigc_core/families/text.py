@@ -6,7 +6,8 @@ Transformer use them; so can a plugin).
 - `lm_job(name)`: `build_job` for `aigc_core.training.lm.LMJob`;
 - `generator_loader(build, model_config)`: `load_generator` returning a `TextGenerator`;
 - `evaluator(load_generator)`: `evaluate`, the text scores (`aigc_core.evaluation.text_eval`);
-- `GATE`, `FINAL_METRICS`, `INPUT_EXAMPLE`.
+- `GATE`, `FINAL_METRICS`, `INPUT_EXAMPLE`;
+- `language_model(name, module, config_class, presets, description)`: all of it as one `Family`.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from aigc_core.families.base import EvalInputs, Evaluation, TrainData
+from aigc_core.families.base import EvalInputs, Evaluation, Family, TrainData
 from aigc_core.generation.text import TextGenerator
-from aigc_core.models.io import CONFIG, WEIGHTS, load_weights, read_config
+from aigc_core.models.io import CONFIG, WEIGHTS, config_fields, load_weights, read_config
 from aigc_core.promotion import GatePolicy
 from aigc_core.training import lm
+from aigc_core.training.loop import TrainConfig
 
 INPUT_EXAMPLE = {"prompt": ["The "], "max_new_tokens": [16], "seed": [0]}
 
@@ -98,3 +100,47 @@ def evaluate(load_generator: Callable[..., TextGenerator], inputs: EvalInputs) -
     scores = importlib.import_module("aigc_core.evaluation.text_eval")
     gen = load_generator(inputs.model_dir / WEIGHTS, inputs.model_dir / CONFIG)
     return scores.evaluate_text(inputs, gen)
+
+
+def language_model(
+    name: str,
+    module: Callable[[Any], nn.Module],
+    config_class: type,
+    presets: dict,
+    description: str,
+) -> Family:
+    """A character-level language model family: its network (`module(config)`), config class
+    and presets are its own; training (`LMJob`), the vocabulary step, generation, evaluation,
+    the gate and the served request are this module's."""
+    model_config = functools.partial(saved_config, config_class)
+    load = generator_loader(module, model_config)
+    return Family(
+        name=name,
+        kind="text",
+        presets=presets,
+        model_config=model_config,
+        train_config=train_config,
+        build_job=lm_job(name),
+        served_module=served_model,
+        load_generator=load,
+        evaluate=evaluator(load),
+        policy=GATE,
+        input_example=INPUT_EXAMPLE,
+        final_metrics=FINAL_METRICS,
+        prepare=vocabulary(name),
+        description=description,
+    )
+
+
+def saved_config(config_class: type, config: dict):
+    """The model config of a saved or checkpointed config dict."""
+    return config_class(**config_fields(config))
+
+
+def train_config(config: dict) -> TrainConfig:
+    return TrainConfig(**config)
+
+
+def served_model(job: lm.LMJob) -> nn.Module:
+    """A language model is saved, served and warm-started whole."""
+    return job.model

@@ -8,8 +8,7 @@ training text, is stored in its config. Saved, served and warm-started whole.
 from __future__ import annotations
 
 from aigc_core.families import text
-from aigc_core.families.base import Family, Preset
-from aigc_core.models.io import config_fields
+from aigc_core.families.base import Preset
 from aigc_core.models.transformer import TransformerConfig, TransformerLM
 from aigc_core.training.loop import TrainConfig
 
@@ -48,34 +47,10 @@ PRESETS = {
 }
 
 
-def model_config(config: dict) -> TransformerConfig:
-    return TransformerConfig(**config_fields(config))
-
-
-def train_config(config: dict) -> TrainConfig:
-    return TrainConfig(**config)
-
-
-def served_module(job):
-    """The part of the job saved, served and warm-started."""
-    return job.model
-
-
-load_generator = text.generator_loader(TransformerLM, model_config)
-
-FAMILY = Family(
-    name="transformer",
-    kind="text",
-    presets=PRESETS,
-    model_config=model_config,
-    train_config=train_config,
-    build_job=text.lm_job("transformer"),
-    served_module=served_module,
-    load_generator=load_generator,
-    evaluate=text.evaluator(load_generator),
-    policy=text.GATE,
-    input_example=text.INPUT_EXAMPLE,
-    final_metrics=text.FINAL_METRICS,
-    prepare=text.vocabulary("transformer"),
-    description="character-level decoder-only Transformer language model",
+FAMILY = text.language_model(
+    "transformer",
+    TransformerLM,
+    TransformerConfig,
+    PRESETS,
+    "character-level decoder-only Transformer language model",
 )
