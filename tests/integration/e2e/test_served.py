@@ -102,10 +102,11 @@ def prefect_api(home, ep, method: str, path: str, body=None):
 
 
 def flow_runs(home, ep) -> list[dict]:
-    """All flow runs, read from the Prefect REST API."""
+    """The top-level flow runs (deployment runs), read from the Prefect REST API; their
+    subflow runs (each nightly run's content-batch) are left out."""
     status, runs = prefect_api(home, ep, "POST", "/flow_runs/filter", {"limit": 200})
     assert status == 200, runs
-    return runs
+    return [r for r in runs if r.get("parent_task_run_id") is None]
 
 
 def mlflow_client(ep):
