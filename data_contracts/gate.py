@@ -3,10 +3,15 @@
 GX returns success=False without raising; this module is where a failed contract becomes an
 exception, so the flow stops and nothing downstream runs.
 
+Whether a failure blocks is GX's own `severity` of the expectation (`critical` blocks; `warning`
+and `info` are reported), read from each result's `expectation_config`.
+
 With a `results_dir`, the run uses a file-backed GX project there: each validation is stored as
-GX's JSON, rendered into Data Docs (`gx/uncommitted/data_docs/local_site/index.html`), and our own
-summary is written as `results/<snapshot-id>-<suite>.json` (atomically). Without one, everything
-stays in memory.
+GX's JSON, rendered into Data Docs (`gx/uncommitted/data_docs/local_site/index.html`) that read
+offline (`data_docs.make_offline`), and our own summary is written as
+`results/<snapshot-id>-<suite>.json` with the validation's page as one self-contained file beside
+it, `results/<snapshot-id>-<suite>.html` (both atomically). Without one, everything stays in
+memory.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import unquote
 
 import pandas as pd
 import pyarrow as pa
 
 from aigc_core.atomic import naming_full_disk, write_bytes_atomic
-from data_contracts import images, text
-from data_contracts.common import BLOCK
+from data_contracts import data_docs, images, text
+from data_contracts.common import CRITICAL, INFO
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,9 @@ class Check:
     expectation: str
     column: str | None
     guards: str
-    severity: str
+    severity: str  # GX's: critical (blocks), warning or info (reported)
     success: bool
+    description: str = ""
     unexpected_count: int | None = None
     observed: object = None
     examples: list = field(default_factory=list)
@@ -62,14 +69,16 @@ class ValidationReport:
     validated_at: str = ""
     result_json: str | None = None  # our summary, when saved
     data_docs: str | None = None  # GX Data Docs index.html, when saved
+    data_docs_page: str | None = None  # this validation's page as one self-contained file
 
     @property
     def blocking_failures(self) -> list[Check]:
-        return [c for c in self.checks if not c.success and c.severity == BLOCK]
+        return [c for c in self.checks if not c.success and c.severity == CRITICAL]
 
     @property
     def warnings(self) -> list[Check]:
-        return [c for c in self.checks if not c.success and c.severity != BLOCK]
+        """Failures of non-critical expectations: reported, the run goes on."""
+        return [c for c in self.checks if not c.success and c.severity != CRITICAL]
 
     @property
     def success(self) -> bool:
@@ -85,6 +94,7 @@ class ValidationReport:
             "blocking_failures": len(self.blocking_failures),
             "warnings": len(self.warnings),
             "data_docs": self.data_docs,
+            "data_docs_page": self.data_docs_page,
             "checks": [
                 {k: (v if k != "observed" else repr(v)) for k, v in c.__dict__.items()}
                 for c in self.checks
@@ -140,6 +150,31 @@ def _context(results_dir: Path | None):
     return ctx
 
 
+def _severity(cfg) -> str:
+    """GX's own severity of an expectation, as its string value (GX's default: critical)."""
+    value = getattr(cfg.severity, "value", cfg.severity)
+    return str(value) if value else CRITICAL
+
+
+def _save_docs(ctx, key, report: ValidationReport, out_dir: Path) -> None:
+    """Make the Data Docs site read offline and save this validation's page, self-contained,
+    as `<out_dir>/<snapshot-id>-<suite>.html`; record both paths on the report."""
+    (index_url,) = (u["site_url"] for u in ctx.get_docs_sites_urls())
+    base = index_url.removesuffix("index.html")  # file://<site folder>/
+    site = Path(base.removeprefix("file://"))
+    if not (site / "index.html").is_file():
+        return
+    data_docs.make_offline(site)
+    report.data_docs = str(site / "index.html")
+    pages = ctx.get_docs_sites_urls(resource_identifier=key, only_if_exists=True)
+    if pages:
+        # GX %-quotes the part of a page's URL below the site, not the site's own path
+        page = site / unquote(pages[0]["site_url"].removeprefix(base))
+        out = out_dir / f"{report.snapshot_id}-{report.suite}.html"
+        write_bytes_atomic(out, data_docs.standalone_page(page).encode("utf-8"))
+        report.data_docs_page = str(out)
+
+
 def run_suite(
     df: pd.DataFrame,
     suite_name: str,
@@ -176,7 +211,7 @@ def run_suite(
         batch_parameters={"dataframe": df},
         run_id=RunIdentifier(run_name=snapshot_id, run_time=now),
     )
-    (result,) = outcome.run_results.values()
+    ((key, result),) = outcome.run_results.items()
     checks = []
     for r in result.results:
         cfg, res = r.expectation_config, r.result or {}
@@ -185,8 +220,9 @@ def run_suite(
                 expectation=cfg.type,
                 column=cfg.kwargs.get("column"),
                 guards=(cfg.meta or {}).get("guards", ""),
-                severity=(cfg.meta or {}).get("severity", BLOCK),
+                severity=_severity(cfg),
                 success=bool(r.success),
+                description=cfg.description or "",
                 unexpected_count=res.get("unexpected_count"),
                 # set checks report what is missing instead of an observed value
                 observed=(
@@ -201,8 +237,7 @@ def run_suite(
         snapshot_id, suite_name, len(df), checks, now.isoformat(timespec="seconds")
     )
     if results_dir is not None:
-        docs = results_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-        report.data_docs = str(docs) if docs.exists() else None
+        _save_docs(ctx, key, report, results_dir / "results")
         out = results_dir / "results" / f"{snapshot_id}-{suite_name}.json"
         write_bytes_atomic(out, json.dumps(report.to_dict(), indent=2, default=str).encode())
         report.result_json = str(out)
@@ -230,7 +265,8 @@ def validate_snapshot(
             results,
         )
     for c in report.warnings:
-        log.warning("data contract warning: %s", c.describe())
+        level = logging.INFO if c.severity == INFO else logging.WARNING
+        log.log(level, "data contract %s: %s", c.severity, c.describe())
     if not report.success:
         raise ContractViolation(report)
     return report

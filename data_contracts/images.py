@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from aigc_core.data.snapshot import pixel_values
-from data_contracts.common import BLOCK, SPLITS, WARN, in_both_splits, meta
+from data_contracts.common import CRITICAL, SPLITS, WARNING, guards, in_both_splits
 
 MAX_DUPLICATE_RATIO = 0.1  # a few repeated images are tolerated (and warned about)
 
@@ -83,59 +83,110 @@ def expectations(manifest: dict) -> list:
 
     return [
         # an empty snapshot passes every per-row check below: demand rows
-        gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=meta("empty dataset")),
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=1,
+            description="The snapshot has at least one image (per-row checks pass on no rows).",
+            meta=guards("empty dataset"),
+        ),
         # training and the evaluator both need data in each split
         gxe.ExpectColumnDistinctValuesToContainSet(
             column="split",
             value_set=SPLITS,
-            meta=meta("an empty train or validation split"),
+            description="Both the train and the validation split hold images.",
+            meta=guards("an empty train or validation split"),
         ),
         # splits are only these two names
         gxe.ExpectColumnValuesToBeInSet(
-            column="split", value_set=SPLITS, meta=meta("unknown split names")
+            column="split",
+            value_set=SPLITS,
+            description="Every image is in the train or the validation split, no other.",
+            meta=guards("unknown split names"),
         ),
         # an unlabeled image cannot train or score the evaluator
-        gxe.ExpectColumnValuesToNotBeNull(column="label", meta=meta("missing labels")),
+        gxe.ExpectColumnValuesToNotBeNull(
+            column="label",
+            description="Every image has a label: the evaluator cannot score an unlabeled one.",
+            meta=guards("missing labels"),
+        ),
         # labels outside the declared set break the classifier head
         gxe.ExpectColumnValuesToBeInSet(
-            column="label", value_set=labels, meta=meta("labels out of range")
+            column="label",
+            value_set=labels,
+            description="Every label is in the label set the manifest declares.",
+            meta=guards("labels out of range"),
         ),
         # NaN or inf pixels poison every gradient
         gxe.ExpectColumnValuesToBeBetween(
-            column="n_nonfinite", min_value=0, max_value=0, meta=meta("NaN or infinite pixels")
+            column="n_nonfinite",
+            min_value=0,
+            max_value=0,
+            description="No pixel is NaN or infinite: one would poison every gradient.",
+            meta=guards("NaN or infinite pixels"),
         ),
         # pixels are in [0, 1] once scaled (uint8 / 255; format 1 floats as stored)
         gxe.ExpectColumnValuesToBeBetween(
-            column="pixel_min", min_value=0.0, meta=meta("pixels below 0")
+            column="pixel_min",
+            min_value=0.0,
+            description="No pixel is below 0 (pixels are in [0, 1] once scaled).",
+            meta=guards("pixels below 0"),
         ),
         gxe.ExpectColumnValuesToBeBetween(
-            column="pixel_max", max_value=1.0, meta=meta("pixels above 1")
+            column="pixel_max",
+            max_value=1.0,
+            description="No pixel is above 1 (pixels are in [0, 1] once scaled).",
+            meta=guards("pixels above 1"),
         ),
         # every image has the declared shape, and its pixel list matches that shape
-        gxe.ExpectColumnValuesToBeInSet(column="height", value_set=[h], meta=meta("wrong height")),
-        gxe.ExpectColumnValuesToBeInSet(column="width", value_set=[w], meta=meta("wrong width")),
         gxe.ExpectColumnValuesToBeInSet(
-            column="channels", value_set=[c], meta=meta("wrong channel count")
+            column="height",
+            value_set=[h],
+            description=f"Every image is {h} pixels high, as the manifest declares.",
+            meta=guards("wrong height"),
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="width",
+            value_set=[w],
+            description=f"Every image is {w} pixels wide, as the manifest declares.",
+            meta=guards("wrong width"),
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="channels",
+            value_set=[c],
+            description=f"Every image has {c} channel(s), as the manifest declares.",
+            meta=guards("wrong channel count"),
         ),
         gxe.ExpectColumnValuesToBeInSet(
             column="n_values",
             value_set=[c * h * w],
-            meta=meta("pixel list length does not match the shape"),
+            description=f"Every pixel list holds {c * h * w} values ({c}x{h}x{w}).",
+            meta=guards("pixel list length does not match the shape"),
         ),
         # the same image in train and validation inflates held-out scores
         gxe.ExpectColumnValuesToBeBetween(
             column="in_both_splits",
             min_value=0,
             max_value=0,
-            meta=meta("train/validation overlap"),
+            description="No image is in both splits: that would inflate held-out scores.",
+            meta=guards("train/validation overlap"),
         ),
         # a dataset that is mostly repeats trains a model to copy them
         gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
-            column="id", min_value=1.0 - MAX_DUPLICATE_RATIO, meta=meta("duplicate ratio")
+            column="id",
+            min_value=1.0 - MAX_DUPLICATE_RATIO,
+            description=(
+                f"At most {MAX_DUPLICATE_RATIO:.0%} of the images are repeats: "
+                "a model trained on mostly repeats learns to copy them."
+            ),
+            meta=guards("duplicate ratio"),
         ),
-        # ids are content hashes: a repeat is an exact duplicate image
-        gxe.ExpectColumnValuesToBeUnique(column="id", meta=meta("duplicate images", WARN)),
+        # ids are content hashes: a repeat is an exact duplicate image (reported, not blocking)
+        gxe.ExpectColumnValuesToBeUnique(
+            column="id",
+            severity=WARNING,
+            description="Each image appears once; a few exact repeats are reported, not blocked.",
+            meta=guards("duplicate images"),
+        ),
     ]
 
 
-__all__ = ["BLOCK", "WARN", "expectations", "profile"]
+__all__ = ["CRITICAL", "WARNING", "expectations", "profile"]

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from aigc_core.data.text import CONTROL, EMAIL, PHONE
-from data_contracts.common import BLOCK, SPLITS, WARN, in_both_splits, meta
+from data_contracts.common import CRITICAL, SPLITS, WARNING, guards, in_both_splits
 
 MAX_DUPLICATE_RATIO = 0.0  # exact duplicates are removed at ingest: any left is a bug
 
@@ -47,57 +47,92 @@ def expectations(manifest: dict) -> list:
     """The suite for a text snapshot whose manifest declares its length bounds."""
     import great_expectations.expectations as gxe
 
-    bounds = manifest["text_bounds"]
+    lo, hi = manifest["text_bounds"]["min_chars"], manifest["text_bounds"]["max_chars"]
     return [
         # an empty snapshot passes every per-row check below: demand rows
-        gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=meta("empty dataset")),
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=1,
+            description="The snapshot has at least one document (per-row checks pass on none).",
+            meta=guards("empty dataset"),
+        ),
         # training and perplexity both need documents in each split
         gxe.ExpectColumnDistinctValuesToContainSet(
-            column="split", value_set=SPLITS, meta=meta("an empty train or validation split")
+            column="split",
+            value_set=SPLITS,
+            description="Both the train and the validation split hold documents.",
+            meta=guards("an empty train or validation split"),
         ),
         # splits are only these two names
         gxe.ExpectColumnValuesToBeInSet(
-            column="split", value_set=SPLITS, meta=meta("unknown split names")
+            column="split",
+            value_set=SPLITS,
+            description="Every document is in the train or the validation split, no other.",
+            meta=guards("unknown split names"),
         ),
         # a missing document would reach the tokenizer as None
         gxe.ExpectColumnValuesToBeBetween(
-            column="is_null", min_value=0, max_value=0, meta=meta("missing texts")
+            column="is_null",
+            min_value=0,
+            max_value=0,
+            description="No document is missing: it would reach the tokenizer as None.",
+            meta=guards("missing texts"),
         ),
         # documents are non-empty and no longer than the reader's bound
         gxe.ExpectColumnValuesToBeBetween(
             column="n_chars",
-            min_value=bounds["min_chars"],
-            max_value=bounds["max_chars"],
-            meta=meta("text length out of bounds"),
+            min_value=lo,
+            max_value=hi,
+            description=f"Every document is {lo} to {hi} characters long (the reader's bounds).",
+            meta=guards("text length out of bounds"),
         ),
         # ids are content hashes: repeats are exact duplicates, which ingest removes
         gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
-            column="id", min_value=1.0 - MAX_DUPLICATE_RATIO, meta=meta("duplicate ratio")
+            column="id",
+            min_value=1.0 - MAX_DUPLICATE_RATIO,
+            description="No document is repeated: ingest removes exact duplicates.",
+            meta=guards("duplicate ratio"),
         ),
         # the same document in train and validation inflates validation scores
         gxe.ExpectColumnValuesToBeBetween(
             column="in_both_splits",
             min_value=0,
             max_value=0,
-            meta=meta("train/validation overlap"),
+            description="No document is in both splits: that would inflate validation scores.",
+            meta=guards("train/validation overlap"),
         ),
         # cleaning strips control characters (NUL included)
         gxe.ExpectColumnValuesToBeBetween(
-            column="n_control", min_value=0, max_value=0, meta=meta("control characters")
+            column="n_control",
+            min_value=0,
+            max_value=0,
+            description="No control character (NUL included) is left after cleaning.",
+            meta=guards("control characters"),
         ),
         # cleaning masks e-mail addresses
         gxe.ExpectColumnValuesToBeBetween(
-            column="n_emails", min_value=0, max_value=0, meta=meta("unmasked e-mail addresses")
+            column="n_emails",
+            min_value=0,
+            max_value=0,
+            description="No e-mail address is left unmasked after cleaning.",
+            meta=guards("unmasked e-mail addresses"),
         ),
         # cleaning masks phone numbers
         gxe.ExpectColumnValuesToBeBetween(
-            column="n_phones", min_value=0, max_value=0, meta=meta("unmasked phone numbers")
+            column="n_phones",
+            min_value=0,
+            max_value=0,
+            description="No phone number is left unmasked after cleaning.",
+            meta=guards("unmasked phone numbers"),
         ),
         # very short documents teach little; reported, not blocking
         gxe.ExpectColumnMeanToBeBetween(
-            column="n_chars", min_value=20, meta=meta("mostly tiny documents", WARN)
+            column="n_chars",
+            min_value=20,
+            severity=WARNING,
+            description="Documents average 20 characters or more; tiny ones are reported.",
+            meta=guards("mostly tiny documents"),
         ),
     ]
 
 
-__all__ = ["BLOCK", "WARN", "expectations", "profile"]
+__all__ = ["CRITICAL", "WARNING", "expectations", "profile"]

@@ -29,7 +29,9 @@ def test_a_good_snapshot_passes():
     report = validate_snapshot(text_table(DOCS), MANIFEST)
     assert report.success and not report.warnings
     assert len(report.checks) >= 10
-    assert all(c.severity in ("block", "warn") and c.guards for c in report.checks)
+    # GX's own severity and description fields, read back from the results
+    assert all(c.severity in ("critical", "warning") and c.guards for c in report.checks)
+    assert all(c.description.endswith(".") for c in report.checks)
 
 
 def test_an_empty_snapshot_is_blocked():
@@ -97,6 +99,10 @@ def test_results_are_saved_as_json_and_data_docs(tmp_path):
     assert report.data_docs.endswith("index.html")
     pages = list((tmp_path / "gx/uncommitted/data_docs/local_site/validations").rglob("*.html"))
     assert pages and "text_snapshot" in pages[0].read_text()
+    # the validation's page as one file, for MLflow: it carries its scripts and styles
+    page = Path(report.data_docs_page).read_text()
+    assert report.data_docs_page.endswith("t-text_snapshot.html") and "bootstrapTable" in page
+    assert "jQuery" in page and "<script src=" not in page
     # a failing run is saved too, before the gate raises
     with pytest.raises(ContractViolation) as e:
         validate_snapshot(text_table(DOCS[:1]), {**MANIFEST, "id": "bad"}, results_dir=tmp_path)
