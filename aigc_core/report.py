@@ -1,10 +1,20 @@
-"""A static HTML review report of a content batch: one self-contained file, no server, no JS.
+"""A static HTML review report of a content batch: one self-contained file, no server, no network.
 
 Images (contact sheets and item thumbnails) are inlined as data: URIs, so the file can be mailed
 or opened from disk. Two tabs (pure CSS radio buttons) show kept and rejected items: first a
 contact sheet (image batches), then one card per item with its scores and all of its rejection
 reasons: a thumbnail for an image, the prompt (highlighted) and the generated text for a text.
-The kept tab opens first, or the rejected one when nothing was kept.
+The kept tab opens first, or the rejected one when nothing was kept; an empty kept tab says
+which reasons rejected everything.
+
+The rejected tab has a control per reason (with its count) to filter the cards, and a sort by
+reason or by any numeric score; a small inline script runs them (the page reads the same
+without it: the controls stay hidden). The state lives in the URL's fragment, so a filtered view
+can be linked: `report.html#reason=duplicate&sort=score:conf:asc`.
+
+When an MLflow tracking server is given (`mlflow_url`), the summary's run ids and the model
+version link to its UI; otherwise they are plain text. Everything shown is escaped: class names
+come from folder names, texts from a model, reasons and ids from the batch.
 """
 
 from __future__ import annotations
@@ -12,11 +22,21 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Sequence
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from aigc_core.atomic import write_bytes_atomic
+
+RUN_KEYS = ("run_id", "batch_run_id")  # summary keys that hold MLflow run ids
+MODEL_KEYS = ("model_name", "model_version")  # the summary keys of a registered model version
+
+
+class ReportError(ValueError):
+    """A report cannot be written as asked (e.g. an MLflow URL it must not link to)."""
 
 
 @dataclass
@@ -33,6 +53,7 @@ class ReportItem:
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
 h1{font-size:20px;margin:0 0 8px} h2{font-size:16px;margin:16px 0 8px}
+[hidden]{display:none!important}
 table.meta{border-collapse:collapse;margin:8px 0}
 .meta td{padding:2px 10px;border-bottom:1px solid #ddd}
 .meta td:first-child{color:#666}
@@ -44,6 +65,10 @@ label.tab{display:inline-block;padding:8px 16px;border:1px solid #ccc;border-bot
 .panel{display:none;border:1px solid #ccc;background:#fff;padding:12px}
 #tab-kept:checked~#panel-kept,#tab-rejected:checked~#panel-rejected{display:block}
 img.sheet{image-rendering:pixelated;max-width:100%;border:1px solid #ddd}
+.controls{display:flex;flex-wrap:wrap;gap:6px 12px;align-items:center;margin:4px 0 8px;
+  padding:6px 8px;background:#f4f4f4;border-radius:6px}
+.controls label{white-space:nowrap}
+.controls .count{color:#666}
 .cards{display:flex;flex-wrap:wrap;gap:8px;margin-top:12px}
 .card{border:1px solid #ddd;border-radius:6px;padding:6px;width:150px;background:#fff;
   font-size:11px}
@@ -55,6 +80,81 @@ img.sheet{image-rendering:pixelated;max-width:100%;border:1px solid #ddd}
 .reason{display:inline-block;background:#fde2e2;color:#a11;border-radius:3px;padding:0 4px;
   margin:1px}
 .note{color:#666}
+.why{color:#a11}
+"""
+
+# Filter and sort of the rejected cards. Cards carry data-i (batch order), data-reasons
+# (";"-joined) and data-scores (JSON); the state is kept in the URL's fragment.
+_JS = """
+(function () {
+  var controls = document.getElementById("controls-rejected");
+  var wrap = document.getElementById("cards-rejected");
+  if (!controls || !wrap) return;
+  var cards = Array.prototype.slice.call(wrap.children);
+  var boxes = Array.prototype.slice.call(controls.querySelectorAll("input[type=checkbox]"));
+  var sort = document.getElementById("sort-rejected");
+  var shown = document.getElementById("shown-rejected");
+  function order(a, b) { return a.getAttribute("data-i") - b.getAttribute("data-i"); }
+  function reasons(c) { return c.getAttribute("data-reasons").split(";"); }
+  function score(c, k) {
+    var v = JSON.parse(c.getAttribute("data-scores"))[k];
+    return typeof v === "number" ? v : null;
+  }
+  function compare(how) {
+    if (how === "reason") {
+      return function (a, b) {
+        var x = a.getAttribute("data-reasons"), y = b.getAttribute("data-reasons");
+        return x < y ? -1 : x > y ? 1 : order(a, b);
+      };
+    }
+    if (how.indexOf("score:") === 0) {
+      var p = how.split(":"), key = p[1], dir = p[2] === "desc" ? -1 : 1;
+      return function (a, b) {
+        var x = score(a, key), y = score(b, key);
+        if (x === null || y === null) return x === y ? order(a, b) : x === null ? 1 : -1;
+        return (x - y) * dir || order(a, b);
+      };
+    }
+    return order;
+  }
+  function apply(save) {
+    var on = {}, n = 0, state = new URLSearchParams();
+    boxes.forEach(function (b) { if (b.checked) on[b.value] = true; });
+    cards.forEach(function (c) {
+      var visible = reasons(c).some(function (r) { return on[r]; });
+      c.hidden = !visible;
+      if (visible) n += 1;
+    });
+    cards.slice().sort(compare(sort.value)).forEach(function (c) { wrap.appendChild(c); });
+    shown.textContent = n + " of " + cards.length + " cards shown";
+    if (!save) return;
+    if (boxes.some(function (b) { return !b.checked; })) {
+      boxes.forEach(function (b) { if (b.checked) state.append("reason", b.value); });
+    }
+    if (sort.value) state.append("sort", sort.value);
+    var hash = state.toString();
+    history.replaceState(null, "", hash ? "#" + hash : location.pathname + location.search);
+  }
+  var given = new URLSearchParams(location.hash.slice(1));
+  if (given.has("reason") || given.has("sort")) {
+    var wanted = given.getAll("reason");
+    if (wanted.length) boxes.forEach(function (b) { b.checked = wanted.indexOf(b.value) >= 0; });
+    var how = given.get("sort") || "";
+    if (sort.querySelector('option[value="' + CSS.escape(how) + '"]')) sort.value = how;
+    document.getElementById("tab-kept").removeAttribute("checked");
+    document.getElementById("tab-rejected").setAttribute("checked", "");  // opens its tab
+  }
+  boxes.forEach(function (b) { b.addEventListener("change", function () { apply(true); }); });
+  sort.addEventListener("change", function () { apply(true); });
+  controls.querySelectorAll("button[data-all]").forEach(function (btn) {
+    btn.addEventListener("click", function () {
+      boxes.forEach(function (b) { b.checked = btn.getAttribute("data-all") === "1"; });
+      apply(true);
+    });
+  });
+  controls.hidden = false;
+  apply(false);
+})();
 """
 
 
@@ -68,7 +168,71 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
-def _card(item: ReportItem) -> str:
+def _number(v: object) -> float | int | None:
+    """A score's value for sorting: finite numbers only (not booleans, not NaN)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return v if math.isfinite(v) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# links to the MLflow UI
+
+
+def mlflow_ui_url(tracking_uri: str | None) -> str:
+    """The MLflow UI's base URL for a tracking URI: an http(s) server's scheme, host, port and
+    path, without credentials, query or fragment (a link must not carry a password); "" for
+    anything else (a SQLite or file store has no UI to link to)."""
+    parts = urlsplit((tracking_uri or "").strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return ""
+    try:
+        port = parts.port
+    except ValueError:  # not a port number
+        return ""
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def check_mlflow_url(mlflow_url: str) -> str:
+    """`mlflow_url` as the report links it ("" for none); ReportError unless it is an http(s)
+    server's URL without credentials, query or fragment."""
+    if not mlflow_url:
+        return ""
+    url = mlflow_ui_url(mlflow_url)
+    if url != mlflow_url.strip().rstrip("/"):
+        raise ReportError(
+            f"mlflow_url {mlflow_url!r} is not an http(s) URL of an MLflow server without "
+            "credentials, query or fragment; give e.g. http://127.0.0.1:5000 "
+            "(mlflow_ui_url(tracking_uri) makes one from a tracking URI)"
+        )
+    return url
+
+
+def mlflow_links(mlflow_url: str, summary: Mapping[str, object]) -> dict[str, str]:
+    """Links for the summary's run ids (`RUN_KEYS`) and model version (`MODEL_KEYS`) to the
+    MLflow UI at `mlflow_url`, by summary key; none without a URL. A run opens through the UI's
+    `#/runs/<id>` route, which finds the run's experiment and redirects to its page."""
+    base = check_mlflow_url(mlflow_url)
+    if not base:
+        return {}
+    links = {
+        k: f"{base}/#/runs/{quote(str(summary[k]), safe='')}" for k in RUN_KEYS if summary.get(k)
+    }
+    name, version = (summary.get(k) for k in MODEL_KEYS)
+    if name and version:
+        links["model_version"] = (
+            f"{base}/#/models/{quote(str(name), safe='')}/versions/{quote(str(version), safe='')}"
+        )
+    return links
+
+
+# ---------------------------------------------------------------------------------------------
+# the page
+
+
+def _card(item: ReportItem, index: int) -> str:
     esc = html.escape
     body = []
     if item.png is not None:
@@ -82,12 +246,108 @@ def _card(item: ReportItem) -> str:
     )
     body.extend(f'<span class="reason">{esc(r)}</span>' for r in item.reasons)
     kind = "text" if item.text is not None else "image"
-    return f'<div class="card {kind}">{"".join(body)}</div>'
+    numbers = {k: _number(v) for k, v in item.scores.items()}
+    data = (
+        f' data-i="{index}" data-reasons="{esc(";".join(item.reasons))}"'
+        f' data-scores="{esc(json.dumps(numbers, sort_keys=True))}"'
+    )
+    return f'<div class="card {kind}"{data}>{"".join(body)}</div>'
 
 
-def _panel(name: str, items: Sequence[ReportItem], sheet: bytes | None, max_cards: int) -> str:
+def reason_counts(items: Sequence[ReportItem]) -> dict[str, int]:
+    """Items per rejection reason, most frequent first (an item with two reasons counts in
+    both)."""
+    counts = Counter(r for i in items for r in i.reasons)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _shown(items: Sequence[ReportItem], max_cards: int) -> list[ReportItem]:
+    """The items that get a card: all of them when they fit, else up to `max_cards` taken from
+    each reason in turn (its earliest items first), so filtering by any reason shows some;
+    in batch order."""
+    if len(items) <= max_cards:
+        return list(items)
+    queues: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        for r in item.reasons or [""]:
+            queues.setdefault(r, []).append(i)
+    chosen: set[int] = set()
+    pending = [iter(q) for _, q in sorted(queues.items())]
+    while pending and len(chosen) < max_cards:
+        for q in list(pending):
+            nxt = next((i for i in q if i not in chosen), None)
+            if nxt is None:
+                pending.remove(q)
+                continue
+            chosen.add(nxt)
+            if len(chosen) == max_cards:
+                break
+    return [items[i] for i in sorted(chosen)]
+
+
+def _sort_options(items: Sequence[ReportItem]) -> list[tuple[str, str]]:
+    """(value, label) of the sort control: batch order, reason, each numeric score both ways."""
+    keys: list[str] = []
+    for item in items:
+        for k, v in item.scores.items():
+            if k not in keys and _number(v) is not None:
+                keys.append(k)
+    options = [("", "batch order"), ("reason", "reason")]
+    for k in keys:
+        options += [
+            (f"score:{k}:asc", f"{k}, lowest first"),
+            (f"score:{k}:desc", f"{k}, highest first"),
+        ]
+    return options
+
+
+def _controls(items: Sequence[ReportItem]) -> str:
+    """The filter (a checkbox per reason, with its count) and sort controls of the rejected
+    tab; hidden until the script shows them."""
+    esc = html.escape
+    counts = reason_counts(items)
+    if unexplained := sum(not i.reasons for i in items):
+        counts[""] = unexplained  # rejected without a recorded reason
+    boxes = "".join(
+        f'<label><input type="checkbox" value="{esc(r)}" checked> {esc(r or "no reason")} '
+        f'<span class="count">({n})</span></label>'
+        for r, n in counts.items()
+    )
+    options = "".join(
+        f'<option value="{esc(v)}">{esc(label)}</option>' for v, label in _sort_options(items)
+    )
+    return (
+        '<div class="controls" id="controls-rejected" hidden>'
+        f"<span>Reasons:</span>{boxes}"
+        '<button type="button" data-all="1">all</button>'
+        '<button type="button" data-all="0">none</button>'
+        f'<label>Sort by <select id="sort-rejected">{options}</select></label>'
+        '<span class="note" id="shown-rejected"></span></div>'
+    )
+
+
+def _why_nothing_kept(rejected: Sequence[ReportItem]) -> str:
+    counts = ", ".join(f"{html.escape(r)} ({n})" for r, n in reason_counts(rejected).items())
+    several = any(len(i.reasons) > 1 for i in rejected)
+    return (
+        f'<p class="why">Nothing was kept: all {len(rejected)} items were rejected, for '
+        f"{counts or 'no recorded reason'}"
+        + (" (an item with several reasons counts in each)" if several else "")
+        + ".</p>"
+    )
+
+
+def _panel(
+    name: str,
+    items: Sequence[ReportItem],
+    sheet: bytes | None,
+    max_cards: int,
+    rejected: Sequence[ReportItem] = (),
+) -> str:
     parts = [f'<div class="panel" id="panel-{name}">']
-    if not items:
+    if not items and name == "kept" and rejected:
+        parts.append(_why_nothing_kept(rejected))
+    elif not items:
         parts.append(f'<p class="note">No {name} items.</p>')
     if sheet is not None:
         parts.append(
@@ -95,12 +355,38 @@ def _panel(name: str, items: Sequence[ReportItem], sheet: bytes | None, max_card
             f'src="{_data_uri(sheet)}">'
         )
     if items:
-        shown = items[:max_cards]
-        note = f" (first {len(shown)} of {len(items)})" if len(items) > len(shown) else ""
+        shown = _shown(items, max_cards)
+        if len(shown) == len(items):
+            note = ""
+        elif shown == list(items[: len(shown)]):
+            note = f" (first {len(shown)} of {len(items)})"
+        else:
+            note = f" ({len(shown)} of {len(items)}: the first of each reason in turn)"
         parts.append(f"<h2>Items{note}</h2>")
-        parts.append('<div class="cards">' + "".join(_card(i) for i in shown) + "</div>")
+        if name == "rejected":
+            parts.append(_controls(items))
+        index = {id(item): i for i, item in enumerate(items)}
+        parts.append(
+            f'<div class="cards" id="cards-{name}">'
+            + "".join(_card(i, index[id(i)]) for i in shown)
+            + "</div>"
+        )
     parts.append("</div>")
     return "".join(parts)
+
+
+def _summary_rows(summary: Mapping[str, object], links: Mapping[str, str]) -> str:
+    esc = html.escape
+    rows = []
+    for k, v in summary.items():
+        if isinstance(v, dict | list):
+            value = f"<code>{esc(json.dumps(v, sort_keys=True))}</code>"
+        else:
+            value = esc(_fmt(v))
+        if k in links:
+            value = f'<a href="{esc(links[k])}">{value}</a>'
+        rows.append(f"<tr><td>{esc(str(k))}</td><td>{value}</td></tr>")
+    return "".join(rows)
 
 
 def render_report(
@@ -109,25 +395,20 @@ def render_report(
     items: Sequence[ReportItem],
     sheets: dict[str, bytes] | None = None,
     max_cards: int = 300,
+    mlflow_url: str = "",
 ) -> str:
     """The report as one HTML string. `sheets` maps "kept"/"rejected" to contact-sheet PNGs;
-    `summary` values that are dicts or lists are shown as JSON."""
+    `summary` values that are dicts or lists are shown as JSON. With `mlflow_url` (an MLflow
+    server's http(s) base URL, e.g. http://127.0.0.1:5000), the summary's run ids and model
+    version link to its UI (see `mlflow_links`); a URL with credentials raises ReportError."""
     esc = html.escape
     sheets = sheets or {}
     kept = [i for i in items if i.kept]
     rejected = [i for i in items if not i.kept]
-    rows = "".join(
-        f"<tr><td>{esc(str(k))}</td><td>"
-        + (
-            f"<code>{esc(json.dumps(v, sort_keys=True))}</code>"
-            if isinstance(v, dict | list)
-            else esc(_fmt(v))
-        )
-        + "</td></tr>"
-        for k, v in summary.items()
-    )
+    rows = _summary_rows(summary, mlflow_links(mlflow_url, summary))
     # the kept tab opens first, unless nothing was kept
     open_kept, open_rejected = (" checked", "") if kept or not rejected else ("", " checked")
+    script = f"<script>{_JS}</script>" if rejected else ""
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
@@ -136,8 +417,9 @@ def render_report(
         f'<input class="tab" type="radio" name="tabs" id="tab-rejected"{open_rejected}>'
         f'<label class="tab" for="tab-kept">Kept ({len(kept)})</label>'
         f'<label class="tab" for="tab-rejected">Rejected ({len(rejected)})</label>'
-        + _panel("kept", kept, sheets.get("kept"), max_cards)
+        + _panel("kept", kept, sheets.get("kept"), max_cards, rejected)
         + _panel("rejected", rejected, sheets.get("rejected"), max_cards)
+        + script
         + "</body></html>"
     )
 

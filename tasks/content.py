@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from aigc_core import content
 from aigc_core.content import Batch, BatchPlan, ShardResult
+from aigc_core.content.publish import snapshot_class_names
 from aigc_core.curation.policy import Policy, load_policy
 from aigc_core.paths import Home
 from tasks.tracking import Tracker
@@ -59,15 +60,19 @@ def generate_shard(plan: BatchPlan, shard: int, home: str) -> ShardResult:
 
 
 @task(name="finalize-batch")
-def finalize_batch(plan: BatchPlan, shards: list[ShardResult], home: str) -> Batch:
-    """Batch-wide decisions, atomic publication, MLflow run, Prefect artifacts."""
+def finalize_batch(
+    plan: BatchPlan, shards: list[ShardResult], home: str, parent_run_id: str | None = None
+) -> Batch:
+    """Batch-wide decisions, atomic publication, MLflow run (nested under `parent_run_id`
+    when given), Prefect artifacts."""
     skipped = sum(r.skipped for r in shards)
     batch = content.published(plan, skipped)
     if batch is None:
         curated = content.curate(plan)
         tracker = Tracker(Home.resolve(home))
         flow_run_id = _flow_run_id()
-        run_id = tracker.start_run(content.run_name(plan), content.run_tags(plan, flow_run_id))
+        tags = content.run_tags(plan, flow_run_id)
+        run_id = tracker.start_run(content.run_name(plan), tags, parent_run_id)
         with tracker.run(run_id, finish=True):
             batch = content.publish(
                 plan,
@@ -75,6 +80,8 @@ def finalize_batch(plan: BatchPlan, shards: list[ShardResult], home: str) -> Bat
                 batch_run_id=run_id,
                 flow_run_id=flow_run_id,
                 shards_skipped=skipped,
+                mlflow_url=tracker.ui_url() or "",  # none for the local store
+                class_names=snapshot_class_names(tracker.home, plan.snapshot_id),
             )
             if batch.batch_run_id == run_id:  # not published first by another run
                 tracker.log_params(run_id, content.run_params(plan))

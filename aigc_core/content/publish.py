@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,8 +29,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from PIL import ImageFont
 
-from aigc_core import progress
+from aigc_core import progress, stages
 from aigc_core.atomic import sha256_file, staged_dir
 from aigc_core.content.manifest import Batch
 from aigc_core.content.plan import BatchPlan
@@ -46,13 +48,18 @@ from aigc_core.content.shard import part_ok
 from aigc_core.curation.images import decide_images, rejected_by_reason
 from aigc_core.curation.policy import Policy
 from aigc_core.curation.text import decide_texts
+from aigc_core.data.snapshot import SnapshotError, find_snapshot
 from aigc_core.generation.shards import part_name
 from aigc_core.images import contact_sheet, decode_png
-from aigc_core.report import ReportItem, write_report
+from aigc_core.paths import Home
+from aigc_core.report import ReportItem, check_mlflow_url, write_report
 
 log = logging.getLogger(__name__)
 
 SHEET_ITEMS = 256  # items per contact sheet (kept, rejected)
+SHEET_WIDTH = 1200  # px: a contact sheet fits the report's page unscaled
+SHEET_PAD = 2  # px around each cell's image (contact_sheet's default)
+CAPTION_CHARS = 10  # a class name longer than this is cut in a contact sheet's caption
 
 
 @dataclass(frozen=True)
@@ -123,11 +130,57 @@ def curate(plan: BatchPlan) -> Curated:
     return Curated(full, int(decided["kept"].sum()), rejected_by_reason(decided["reason"]))
 
 
+def snapshot_class_names(home: Home, snapshot_id: str) -> list[str] | None:
+    """The class names of a snapshot's labels (its manifest's `label_names`: digits "0".."9",
+    an image folder's subfolder names), or None where it has none or is not in `home`."""
+    try:
+        names = find_snapshot(home.datasets, snapshot_id).manifest.get("label_names")
+    except SnapshotError as e:
+        log.info("report shows class indices: %s", e)
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def class_label(index: int, class_names: list[str] | None) -> str:
+    """The class name of a predicted label index, or the index where there is no name."""
+    if class_names is not None and 0 <= index < len(class_names):
+        return class_names[index]
+    return str(index)
+
+
+def caption(label: str, index: int, confidence: float) -> str:
+    """A contact-sheet caption that cannot be misread, e.g. `4 · p=0.35`: the class, then the
+    evaluator's confidence. A long name is cut; a name the sheet's font cannot draw (not
+    printable ASCII) is replaced by its index (the card shows the full name)."""
+    if not (label.isascii() and label.isprintable()):
+        label = str(index)
+    if len(label) > CAPTION_CHARS:
+        label = label[: CAPTION_CHARS - 1] + "…"
+    return f"{label} · p={confidence:.2f}"
+
+
+def sheet_layout(image_width: int, captions: list[str]) -> tuple[int, int]:
+    """(scale, columns) of a contact sheet: images scaled up (at least 2x) until the widest
+    caption fits under one cell with a gap, so neighbouring captions do not run together; as
+    many columns (up to 16) as fit in SHEET_WIDTH."""
+    font = ImageFont.load_default()  # what contact_sheet draws captions with
+    widest = max((font.getlength(c) for c in captions), default=0.0)
+    scale = max(2, math.ceil((widest + 6 - 2 * SHEET_PAD) / image_width))
+    cols = max(1, min(16, SHEET_WIDTH // (image_width * scale + 2 * SHEET_PAD)))
+    return scale, cols
+
+
 def _sheet_png(images: list[np.ndarray], captions: list[str], kept: bool) -> bytes | None:
     if not images:
         return None
+    scale, cols = sheet_layout(images[0].shape[1], captions)
     sheet = contact_sheet(
-        np.stack(images), captions=captions, marks=[kept] * len(images), cols=16, scale=2
+        np.stack(images),
+        captions=captions,
+        marks=[kept] * len(images),
+        cols=cols,
+        scale=scale,
+        pad=SHEET_PAD,
     )
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
@@ -138,22 +191,26 @@ def _reasons(reason: str) -> list[str]:
     return reason.split(";") if reason else []
 
 
-def image_report(full: pa.Table) -> tuple[list[ReportItem], dict[str, bytes | None]]:
-    """Report cards with thumbnails, and contact sheets of the first 256 kept and rejected."""
+def image_report(
+    full: pa.Table, class_names: list[str] | None = None
+) -> tuple[list[ReportItem], dict[str, bytes | None]]:
+    """Report cards with thumbnails, and contact sheets of the first 256 kept and rejected;
+    predicted labels by class name where `class_names` (the snapshot's) has one."""
     items, sheet_imgs = [], {True: ([], []), False: ([], [])}
     cols = ["id", "png", "predicted_label", "confidence", "train_distance", "kept", "reason"]
     for row in full.select(cols).to_pylist():
+        label = class_label(row["predicted_label"], class_names)
         imgs, caps = sheet_imgs[row["kept"]]
         if len(imgs) < SHEET_ITEMS:
             imgs.append(decode_png(row["png"]))
-            caps.append(f"{row['predicted_label']} {row['confidence']:.2f}")
+            caps.append(caption(label, row["predicted_label"], row["confidence"]))
         items.append(
             ReportItem(
                 id=row["id"],
                 kept=row["kept"],
                 reasons=_reasons(row["reason"]),
                 scores={
-                    "label": row["predicted_label"],
+                    "label": label,
                     "conf": row["confidence"],
                     "train_d": row["train_distance"],
                 },
@@ -191,9 +248,8 @@ def text_report(full: pa.Table) -> tuple[list[ReportItem], dict[str, bytes | Non
     return items, {}
 
 
-REPORTS = {"image": image_report, "text": text_report}  # by the batch's kind
-
-_SUMMARY_KEYS = ("batch_id", "model_name", "model_version", "run_id", "snapshot_id", "seed")
+_SUMMARY_KEYS = ("batch_id", "model_name", "model_version", "run_id", "batch_run_id")
+_SUMMARY_KEYS += ("snapshot_id", "seed")
 _SUMMARY_KEYS += ("n_generated", "n_kept", "rejected_by_reason", "policy", "sampling")
 _SUMMARY_KEYS += ("n_prompts", "created_at")
 
@@ -205,13 +261,23 @@ def publish(
     batch_run_id: str = "",
     flow_run_id: str = "",
     shards_skipped: int = 0,
+    mlflow_url: str = "",
+    class_names: list[str] | None = None,
 ) -> Batch:
     """Write `content/<batch-id>/` atomically and remove the working parts; the published
     batch. When another run of the same request published first, that batch is returned: its
-    `batch_run_id` is not the one given."""
+    `batch_run_id` is not the one given.
+
+    The review report links its run ids and model version to the MLflow UI at `mlflow_url`
+    when given (an http(s) server; `report.mlflow_ui_url` makes one from a tracking URI), and
+    names image classes by `class_names` (`snapshot_class_names`) instead of indices."""
+    check_mlflow_url(mlflow_url)  # a URL the report must not link to fails before any write
     final = Path(plan.batch_dir)
     full, n, kind = curated.table, plan.n, plan.kind
-    report_items, sheets = REPORTS[kind](full)
+    if kind == "image":
+        report_items, sheets = image_report(full, class_names)
+    else:
+        report_items, sheets = text_report(full)
     text = (
         {"sampling": plan.sampling, "prompt_file": plan.prompt_file, "n_prompts": len(plan.prompts)}
         if kind == "text"
@@ -260,7 +326,9 @@ def publish(
                 (tmp / CONTACT_SHEET).write_bytes(sheets["kept"] or sheets["rejected"])
             summary = {k: manifest[k] for k in _SUMMARY_KEYS if k in manifest}
             title = f"Content batch {plan.batch_id}"
-            write_report(tmp / REPORT, title, summary, report_items, sheets=sheets)
+            write_report(
+                tmp / REPORT, title, summary, report_items, sheets=sheets, mlflow_url=mlflow_url
+            )
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     except FileExistsError:  # published concurrently by another run of the same batch
         return Batch.read(final, shards_skipped)
@@ -280,12 +348,7 @@ def run_name(plan: BatchPlan) -> str:
 
 def run_tags(plan: BatchPlan, flow_run_id: str = "") -> dict[str, str]:
     """The batch run's tags: its stage, the flow run, and the batch's lineage."""
-    return {
-        "aigc.stage": "content-batch",
-        "batch_id": plan.batch_id,
-        "flow_run_id": flow_run_id,
-        **plan.lineage,
-    }
+    return stages.tags(stage="content-batch", flow_run_id=flow_run_id, **plan.lineage)
 
 
 def run_params(plan: BatchPlan) -> dict[str, Any]:

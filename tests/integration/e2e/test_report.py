@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -109,6 +110,56 @@ def test_report_renders_in_headless_chromium_with_the_contact_sheet(tmp_path):
     assert at[0] < 400  # near the top: the kept tab is open by default
 
 
+def dump_dom(url: str, profile: Path) -> str:
+    """The DOM after the page's scripts ran, as headless Chromium serializes it."""
+    cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "</html>" in p.stdout, p.stderr[-2000:]
+    return p.stdout
+
+
+def rejected_cards(dom: str) -> list[tuple[str, bool]]:
+    """(item id, shown) of the rejected tab's cards, in page order."""
+    start = dom.index('id="cards-rejected"')
+    found = re.findall(r'<div class="card image"([^>]*)>.*?<div class="id">([^<]*)<', dom[start:])
+    return [(item_id, "hidden" not in attrs) for attrs, item_id in found]
+
+
+def test_rejected_items_filter_and_sort_by_reason_in_chromium(tmp_path):
+    """The inline script runs in a real browser, offline: a fragment such as
+    `#reason=duplicate&sort=score:conf:desc` opens the rejected tab filtered and sorted."""
+    reasons = [["duplicate"], ["low_confidence<0.9"], ["low_confidence<0.9", "duplicate"]] * 3
+    conf = [0.42, 0.11, 0.93, 0.57, 0.35, 0.08, 0.71, 0.64, 0.29]
+    img = png_bytes(np.zeros((8, 8), np.uint8))
+    items = [ReportItem(id="kept-0", kept=True, scores={"conf": 0.99}, png=img)]
+    items += [
+        ReportItem(id=f"r{i}", kept=False, reasons=r, scores={"conf": c, "label": "7"}, png=img)
+        for i, (r, c) in enumerate(zip(reasons, conf, strict=True))
+    ]
+    report = write_report(tmp_path / "report.html", "filters", {}, items)
+    profile = tmp_path / "profile"
+
+    dom = dump_dom(report.as_uri(), profile)  # no fragment: all shown, batch order, kept tab
+    assert rejected_cards(dom) == [(f"r{i}", True) for i in range(9)]
+    assert 'id="controls-rejected" hidden' not in dom  # the script showed the controls
+    assert "9 of 9 cards shown" in dom and re.search(r'id="tab-kept"[^>]* checked', dom)
+
+    dom = dump_dom(report.as_uri() + "#reason=duplicate&sort=score:conf:desc", profile)
+    duplicates = [i for i, r in enumerate(reasons) if "duplicate" in r]
+    by_conf = sorted(duplicates, key=lambda i: -conf[i])
+    others = [i for i in range(9) if i not in duplicates]
+    assert [c for c, shown in rejected_cards(dom) if shown] == [f"r{i}" for i in by_conf]
+    assert {c for c, shown in rejected_cards(dom) if not shown} == {f"r{i}" for i in others}
+    assert f"{len(duplicates)} of 9 cards shown" in dom
+    assert re.search(r'id="tab-rejected"[^>]* checked', dom)
+    assert not re.search(r'id="tab-kept"[^>]* checked', dom)
+
+    dom = dump_dom(report.as_uri() + "#sort=reason", profile)  # every reason, by reason
+    key = {f"r{i}": (";".join(r), i) for i, r in enumerate(reasons)}
+    assert [c for c, _ in rejected_cards(dom)] == sorted(key, key=key.get)
+    assert all(shown for _, shown in rejected_cards(dom))
+
+
 @pytest.mark.slow
 def test_aigc_generate_writes_a_report_that_chromium_renders(tmp_path):
     """`aigc run` makes a champion; `aigc generate` makes a sharded batch; Chromium shows it."""
@@ -140,6 +191,10 @@ def test_aigc_generate_writes_a_report_that_chromium_renders(tmp_path):
     shot = screenshot(report, tmp_path / "batch.png", tmp_path / "profile", size="1280,1400")
     sheet = Image.open(report.parent / "contact_sheet.png").convert("RGB")
     assert find(shot, np.asarray(sheet)) is not None, "contact sheet not visible"
-    # a bad command line is one clear line, not a traceback
+    page = report.read_text()
+    assert "<a " not in page  # embedded mode: a SQLite store, no MLflow UI to link to
+    assert re.search(r"label [0-9] · conf", page)  # the digits' class names
+    # a model reference that is not there is a clear message and exit 2, not a traceback
     p = aigc("generate", "--model", f"{model}@nope", "--n", "4")
-    assert p.returncode == 1 and "has no 'nope' alias" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "has no alias 'nope'" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
