@@ -6,7 +6,8 @@ Transformer use them; so can a plugin).
 - `lm_job(name)`: `build_job` for `aigc_core.training.lm.LMJob`;
 - `generator_loader(build, model_config)`: `load_generator` returning a `TextGenerator`;
 - `evaluator(load_generator)`: `evaluate`, the text scores (`aigc_core.evaluation.text_eval`);
-- `GATE`, `FINAL_METRICS`, `INPUT_EXAMPLE`;
+- `GATE`, `FINAL_METRICS`, `INPUT_EXAMPLE`, `PARAMS_EXAMPLE` (the served request: prompts as
+  rows, sampling options as params);
 - `language_model(name, module, config_class, presets, description)`: all of it as one `Family`.
 """
 
@@ -22,13 +23,16 @@ import torch
 from torch import nn
 
 from aigc_core.families.base import EvalInputs, Evaluation, Family, TrainData
-from aigc_core.generation.text import TextGenerator
+from aigc_core.generation.text import PREDICT_PARAMS, TextGenerator
 from aigc_core.models.io import CONFIG, WEIGHTS, config_fields, load_weights, read_config
 from aigc_core.promotion import GatePolicy
 from aigc_core.training import lm
 from aigc_core.training.loop import TrainConfig
 
-INPUT_EXAMPLE = {"prompt": ["The "], "max_new_tokens": [16], "seed": [0]}
+INPUT_EXAMPLE = {"prompt": ["The "]}
+# temperature, top_k, top_p, max_new_tokens, stop (a list of strings) and seed, with the
+# defaults `TextGenerator.predict` applies: MLflow serves those a request leaves out
+PARAMS_EXAMPLE = PREDICT_PARAMS
 
 # Held-out bits per character. Floors: a language model whose bigrams are under 20% distinct is
 # looping, and one with under 10% novel word 4-grams is reciting its training text.
@@ -126,6 +130,7 @@ def language_model(
         evaluate=evaluator(load),
         policy=GATE,
         input_example=INPUT_EXAMPLE,
+        params_example=PARAMS_EXAMPLE,
         final_metrics=FINAL_METRICS,
         prepare=vocabulary(name),
         description=description,

@@ -100,8 +100,9 @@ class ImageGenerator:
     """A generator module `(B, z) -> images in [-1, 1]` with `cfg.z_dim`, ready to sample.
 
     Request (`predict`): a DataFrame with columns `n` (images wanted) and `seed`; one row per
-    request. Response: one row per image: `request` (row of the request), `index` (within the
-    request), `seed`, `height`, `width`, `png_base64` (8-bit grayscale PNG).
+    request; no params (the columns say all there is). Response: one row per image: `request`
+    (row of the request), `index` (within the request), `seed`, `height`, `width`,
+    `png_base64` (8-bit grayscale PNG).
     """
 
     def __init__(self, module: torch.nn.Module):
@@ -115,7 +116,12 @@ class ImageGenerator:
         """n images (n, C, H, W) float32 in [0, 1]; the same (n, seed) gives the same images."""
         return generate_images(self.generator, n, seed, batch_size=batch_size, on_batch=on_batch)
 
-    def predict(self, request: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, request: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        if params:
+            raise ValueError(
+                f"an image model takes no params, got {sorted(params)}: give n and seed as "
+                "columns of the request"
+            )
         rows = []
         for req, (n, seed) in enumerate(zip(request["n"], request["seed"], strict=True)):
             n, seed = int(n), int(seed)

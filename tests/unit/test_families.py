@@ -148,12 +148,17 @@ def test_the_built_in_families_and_their_gates():
         "final_loss_g": "loss_g",
         "final_loss_d": "loss_d",
     }
-    assert families.get("charlstm").input_example == {
-        "prompt": ["The "],
-        "max_new_tokens": [16],
-        "seed": [0],
+    assert families.get("charlstm").input_example == {"prompt": ["The "]}
+    assert set(families.get("transformer").params_example) == {
+        "temperature",
+        "top_k",
+        "top_p",
+        "max_new_tokens",
+        "stop",
+        "seed",
     }
     assert families.get("vae").input_example == {"n": [2], "seed": [0]}
+    assert families.get("vae").params_example == {}  # the columns say all an image request can
     for family in found.values():
         assert family.curation == family.kind
         pickle.loads(pickle.dumps(family))  # plain values and module functions only
@@ -245,11 +250,12 @@ def test_every_built_in_family_trains_saves_loads_and_predicts(tmp_path, name):
     for a, b in zip(module.state_dict().values(), gen.module.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     request = pd.DataFrame(family.input_example)
-    out = gen.predict(request)
+    out = gen.predict(request, dict(family.params_example))
     if family.kind == "image":
         assert len(out) == family.input_example["n"][0] and "png_base64" in out.columns
     else:
-        assert len(out) == 1 and len(out["text"].iloc[0]) == 16
+        wanted = family.params_example["max_new_tokens"]
+        assert len(out) == 1 and len(out["text"].iloc[0]) == wanted
         assert out["finish_reason"].iloc[0] == "length"
     # warm start: the saved module fills the job's served part
     warm = engine.train_model(
