@@ -31,6 +31,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from aigc_core import provenance
 from aigc_core.paths import Home
 
 POOL = "aigc-process"
@@ -47,6 +48,8 @@ _DEPLOY_SELECTORS = {"ingest/on-demand": "ingest-dataset/on-demand"}
 
 
 MLFLOW_ADMIN = "aigc"
+# the project's loggers, forwarded to each flow run's log in Prefect
+PROJECT_LOGGERS = ",".join(provenance.PACKAGES)
 
 
 class ServiceError(RuntimeError):
@@ -219,6 +222,8 @@ def service_env(home: Home, ep: Endpoints) -> dict[str, str]:
             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
             "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
             "GX_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_EXTRA_LOGGERS": PROJECT_LOGGERS,
+            "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
             "PYTHONUNBUFFERED": "1",
             "AIGC_REPO": str(REPO),
         }
@@ -443,8 +448,10 @@ def up(
     mlflow_port: int = 5000,
     timeout: float = 120,
     mlflow_auth: bool = False,
+    notify: str | None = None,
 ) -> Endpoints:
-    """Start the three services (idempotent: running ones are left as they are)."""
+    """Start the three services (idempotent: running ones are left as they are); with
+    `notify`, failed runs are reported there (`set_notify`)."""
     home.ensure()
     ep = Endpoints.on(prefect_port, mlflow_port, mlflow_auth)
     running = status(home)
@@ -502,7 +509,25 @@ def up(
         )
     (state_dir(home) / "endpoints.json").write_text(json.dumps(asdict(ep), indent=2))
     write_env_file(home, ep)
+    if notify:
+        set_notify(home, notify, env)
     return ep
+
+
+def set_notify(home: Home, target: str, env: dict[str, str]) -> str:
+    """Send failed and crashed flow runs' notices to `target`, a webhook URL (saved as a Prefect
+    notification block) or a block's slug (`flows.notify`); returns the block's slug."""
+    p = subprocess.run(
+        [sys.executable, "-m", "flows.notify", "save", target, "--home", str(home.root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    if p.returncode != 0:
+        raise ServiceError(f"--notify: {(p.stderr or p.stdout).strip().splitlines()[-1:]}")
+    return p.stdout.strip()
 
 
 def ensure_pool(env: dict[str, str]) -> None:

@@ -150,6 +150,35 @@ def gate_tags(metrics: Mapping[str, float], policy: GatePolicy) -> dict[str, str
     }
 
 
+def describe_version(trained, metrics: Mapping[str, float], policy: GatePolicy) -> str:
+    """A registered version's description (markdown, shown in the registry): the data it was
+    trained on, how, and the gate's metrics with their bounds. `trained`: a
+    `stages.TrainedRun`."""
+    direction = "lower" if policy.lower_is_better else "higher"
+    lines = [
+        f"**{trained.family}** ({trained.preset} preset, {trained.steps} steps on "
+        f"{trained.device}) trained on dataset `{trained.snapshot.name}`, snapshot "
+        f"`{trained.snapshot.id}` ({trained.snapshot.rows} rows).",
+        "",
+        f"Gate: {policy.metric}, {direction} is better.",
+        "",
+    ]
+    for m in policy.gate_metrics:
+        if m not in metrics:
+            continue
+        bound = []
+        if m in policy.minimums:
+            bound.append(f">= {policy.minimums[m]:g}")
+        if m in policy.maximums:
+            bound.append(f"<= {policy.maximums[m]:g}")
+        lines.append(
+            f"- {m}: {float(metrics[m]):.4g}" + (f" (must be {', '.join(bound)})" if bound else "")
+        )
+    if trained.parent_version:
+        lines += ["", f"Warm-started from version {trained.parent_version}."]
+    return "\n".join(lines)
+
+
 def gate_metrics_of(tags: Mapping[str, str]) -> dict[str, float]:
     """The gate metrics recorded in a version's tags (unparsable values skipped)."""
     out = {}
@@ -166,7 +195,7 @@ def policy_of(version: ModelVersion) -> GatePolicy:
     """The gate policy of the family a version's "family" tag names."""
     from aigc_core import families  # families import this module: not at import time
 
-    return families.get(version.tags.get("family", UNTAGGED_FAMILY)).policy
+    return families.get(version.tag("family", UNTAGGED_FAMILY)).policy
 
 
 # --- the promotion lock and the audit log ------------------------------------------------------

@@ -38,6 +38,7 @@ class TrainedRun:
     final: Mapping[str, float | None] = field(default_factory=dict)  # the family's final metrics
     parent_model_uri: str | None = None  # a warm start's source
     parent_version: str | None = None
+    config_digest: str = ""  # of the resolved model and train configs (aigc_core.settings)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,26 @@ class Scores:
 
     run_id: str
     metrics: Mapping[str, float]
+
+
+# --- the tag scheme -----------------------------------------------------------------------------
+# Every MLflow run and model version tag that says what made it is `aigc.<key>`: aigc.stage
+# (pipeline, data-contract, train, content-batch), aigc.family, aigc.dataset, aigc.preset,
+# aigc.snapshot_id, aigc.run_id, aigc.flow_run_id, aigc.git_revision, aigc.code_digest,
+# aigc.config_digest, aigc.parent_version, aigc.parent_model_uri, aigc.batch_id. The registry's
+# decisions have their own prefixes: gate.<metric> (what the gate read), promotion.<key> and
+# rollback.<key> (see `aigc_core.promotion`).
+TAG_PREFIX = "aigc."
+
+
+def tags(**values: object) -> dict[str, str]:
+    """`aigc.<key>` tags of the values given (None left out)."""
+    return {f"{TAG_PREFIX}{k}": str(v) for k, v in values.items() if v is not None}
+
+
+def tag(tags: Mapping[str, str], key: str, default: str = "") -> str:
+    """The `aigc.<key>` tag, or the bare `<key>` of a version registered before the scheme."""
+    return tags.get(f"{TAG_PREFIX}{key}") or tags.get(key) or default
 
 
 @dataclass(frozen=True)
@@ -57,6 +78,10 @@ class ModelVersion:
     run_id: str
     tags: Mapping[str, str] = field(default_factory=dict)
 
+    def tag(self, key: str, default: str = "") -> str:
+        """Its `aigc.<key>` tag (or the legacy bare key)."""
+        return tag(self.tags, key, default)
+
 
 @dataclass(frozen=True)
 class RegisteredVersion:
@@ -64,6 +89,7 @@ class RegisteredVersion:
     version: str
     model_uri: str
     run_id: str
+    description: str = ""  # the version's description in the registry (data, config, metrics)
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,14 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from aigc_core import names
-from aigc_core.generation.text import sampling_options
+from aigc_core.generation.text_options import sampling_options
 from aigc_core.paths import Home
+from flows import notify
 from flows.content import content_batch
+from flows.runs import add_tags, name_from
 
 
-@flow(name="batch-generate")
+@flow(name="batch-generate", flow_run_name=name_from("generate-{model}-{n}-{date}"), **notify.HOOKS)
 def batch_generate(
     model: str,
     n: int,
@@ -42,6 +44,7 @@ def batch_generate(
     dask_address / dask_local: run the shards on that Dask scheduler, or on a local Dask
     cluster of that many worker processes (default: in-process)."""
     model = names.model_ref(model)  # a bad name fails the run before anything starts
+    add_tags(model=model.partition("@")[0].partition("/")[0])
     runner = task_runner(dask_address, dask_local)
     home = str(Home.resolve(home).root)
     sampling = sampling_options(temperature, top_k, top_p, max_new_tokens, stop)

@@ -12,10 +12,15 @@ from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from aigc_core.content import Batch
+from flows.runs import name_from
 from tasks.content import finalize_batch, generate_shard, plan_batch
 
 
-@flow(name="content-batch", task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(
+    name="content-batch",
+    flow_run_name=name_from("content-{model_ref}-{n}"),
+    task_runner=ThreadPoolTaskRunner(max_workers=1),
+)
 def content_batch(
     model_ref: str,
     n: int,
@@ -26,10 +31,12 @@ def content_batch(
     policy_file: str | None = None,
     prompt_file: str | None = None,
     sampling: dict | None = None,
+    parent_run_id: str | None = None,
 ) -> Batch:
     """A curated batch of `n` items from the registered model `model_ref` (NAME, NAME@ALIAS or
     NAME/VERSION). `policy` (the policy file's format) overrides `policy_file`; `prompt_file`
-    and `sampling` (TextSampling fields) are for text models."""
+    and `sampling` (TextSampling fields) are for text models. The batch's MLflow run nests under
+    `parent_run_id` (the pipeline run) when given."""
     # 1. plan: the model version, per-shard seeds, the policy; the evaluator (images) made
     #    ready once, or the prompts and sampling options (text) checked against the model
     plan = plan_batch(
@@ -42,4 +49,4 @@ def content_batch(
     records = futures.result()
 
     # 3. the batch: decisions across shards, atomic publication, MLflow run, artifacts
-    return finalize_batch(plan, records, home)
+    return finalize_batch(plan, records, home, parent_run_id)

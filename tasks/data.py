@@ -15,7 +15,7 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from aigc_core import names, progress
+from aigc_core import names, progress, stages
 from aigc_core.data.ingest import prepare, publish
 from aigc_core.data.snapshot import Snapshot, open_snapshot, read_table
 from aigc_core.paths import Home
@@ -30,12 +30,14 @@ def _retry_on_io(task, task_run, state) -> bool:
 
 
 def _data_docs_page(report: ValidationReport) -> Path | None:
-    site = Path(report.data_docs or "").parent / "validations" / report.suite / report.snapshot_id
-    pages = sorted(site.glob("*/*.html")) if report.data_docs else []
-    return pages[-1] if pages else None
+    """The validation's Data Docs page as one self-contained file: the MLflow UI shows an
+    artifact from a blob URL, where the site's relative asset links would not resolve."""
+    return Path(report.data_docs_page) if report.data_docs_page else None
 
 
-def _record(report: ValidationReport, home: Home, stage: str) -> None:
+def _record(
+    report: ValidationReport, home: Home, stage: str, parent_run_id: str | None = None
+) -> None:
     """Publish a contract result: a Prefect markdown artifact, and a tracked run with the files."""
     outcome = "passed" if report.success else "failed"
     create_markdown_artifact(
@@ -44,8 +46,8 @@ def _record(report: ValidationReport, home: Home, stage: str) -> None:
         description=f"data contract of {report.snapshot_id} at {stage}: {outcome}",
     )
     tracker = Tracker(home)
-    tags = {"stage": "data-contract", "snapshot_id": report.snapshot_id, "suite": report.suite}
-    run_id = tracker.start_run(f"data-contract-{report.snapshot_id}", tags)
+    tags = stages.tags(stage="data-contract", snapshot_id=report.snapshot_id, suite=report.suite)
+    run_id = tracker.start_run(f"data-contract-{report.snapshot_id}", tags, parent_run_id)
     with tracker.run(run_id, finish=True):
         tracker.log_params(run_id, {"at": stage, "outcome": outcome})
         failures, warnings = len(report.blocking_failures), len(report.warnings)
@@ -95,16 +97,17 @@ def ingest(dataset: str, home: str, path: str | None = None, **options) -> Snaps
 
 
 @task(name="validate")
-def validate(snapshot: SnapshotRef, home: str) -> SnapshotRef:
-    """Run the snapshot's data contract; a blocking failure raises and stops the flow."""
+def validate(snapshot: SnapshotRef, home: str, parent_run_id: str | None = None) -> SnapshotRef:
+    """Run the snapshot's data contract; a blocking failure raises and stops the flow. The
+    contract's MLflow run nests under `parent_run_id` (the pipeline run) when given."""
     progress.report("validate", 0, 1)
     h = Home.resolve(home)
     snap = open_snapshot(snapshot)
     try:
         report = validate_snapshot(read_table(snap), snap.manifest, results_dir=results_dir(h.root))
     except ContractViolation as e:
-        _record(e.report, h, "validate")
+        _record(e.report, h, "validate", parent_run_id)
         raise
-    _record(report, h, "validate")
+    _record(report, h, "validate", parent_run_id)
     progress.report("validate", 1, 1)
     return snapshot

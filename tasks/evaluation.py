@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pandas as pd
 from prefect import task
 
 from aigc_core import families, plots, progress
@@ -20,8 +21,8 @@ log = logging.getLogger(__name__)
 @task(name="evaluate")
 def evaluate(trained: TrainedRun, home: str) -> Scores:
     """Score the candidate against the snapshot's held-out data with its family's metrics (the
-    gate's among them); log them, the family's images (samples, ...) and the loss curves on the
-    training run."""
+    gate's among them); log them, the family's images (samples, ...), its tables (sample texts)
+    and the loss curves on the training run."""
     h = Home.resolve(home)
     tracker, run_id = Tracker(h), trained.run_id
     with tracker.run(run_id):
@@ -40,6 +41,8 @@ def evaluate(trained: TrainedRun, home: str) -> Scores:
         tracker.log_metrics(run_id, result.metrics)
         for name, image in result.images.items():
             tracker.log_image(run_id, image, name)
+        for name, rows in result.tables.items():  # e.g. sample texts, shown as a table
+            tracker.log_table(run_id, pd.DataFrame(rows), name)
         curves = plots.loss_curves(tracker.metric_history(run_id, contains="loss"))
         if curves is None:
             log.warning("run %s has no loss metrics to plot", run_id)

@@ -8,17 +8,20 @@ and in the audit log (`<home>/registry/audit.jsonl`).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
 from prefect import task
 from prefect.runtime import flow_run
 
-from aigc_core import families, progress, promotion, provenance
+from aigc_core import families, progress, promotion, provenance, stages
 from aigc_core.models.io import CONFIG, WEIGHTS
 from aigc_core.paths import Home
 from aigc_core.stages import PromotionResult, RegisteredVersion, Scores, TrainedRun
 from tasks.tracking import CHALLENGER, Tracker
+
+log = logging.getLogger(__name__)
 
 
 @task(name="register")
@@ -30,42 +33,90 @@ def register(trained: TrainedRun, scores: Scores, home: str) -> RegisteredVersio
     with tracker.run(run_id, finish=True):
         model_dir = Path(trained.model_dir)
         artifacts = {"weights": model_dir / WEIGHTS, "config": model_dir / CONFIG}
-        # the example request goes through the generator as serving will: the signature
-        example_in = pd.DataFrame(dict(family.input_example))
+        # the example request goes through the generator as serving will: the signature (its
+        # params schema from the family's params, e.g. a text model's sampling options)
+        example_in, params = pd.DataFrame(dict(family.input_example)), dict(family.params_example)
         generator = family.load_generator(artifacts["weights"], artifacts["config"])
-        uri = tracker.log_model(run_id, artifacts, example_in, generator.predict(example_in))
-        lineage = {
-            "family": trained.family,
-            "snapshot_id": trained.snapshot.id,
-            "run_id": run_id,
-            "flow_run_id": tracker.run_tags(run_id).get("flow_run_id", ""),
-            "git_revision": provenance.git_revision(),
-            "preset": trained.preset,
-        }
-        if trained.parent_version:  # warm start: the version it was initialised from
-            lineage["parent_version"] = str(trained.parent_version)
-            lineage["parent_model_uri"] = trained.parent_model_uri or ""
+        example_out = (
+            generator.predict(example_in, params) if params else generator.predict(example_in)
+        )
+        uri = tracker.log_model(run_id, artifacts, example_in, example_out, params=params)
+        lineage = stages.tags(
+            family=trained.family,
+            snapshot_id=trained.snapshot.id,
+            dataset=trained.snapshot.name,
+            run_id=run_id,
+            flow_run_id=stages.tag(tracker.run_tags(run_id), "flow_run_id"),
+            git_revision=provenance.git_revision(),
+            code_digest=provenance.code_digest(),
+            config_digest=trained.config_digest or None,
+            preset=trained.preset,
+            # warm start: the version it was initialised from
+            parent_version=trained.parent_version,
+            parent_model_uri=trained.parent_model_uri if trained.parent_version else None,
+        )
         gate = promotion.gate_tags(scores.metrics, family.policy)
         version = tracker.register(uri, name, tags={**lineage, **gate})
         tracker.set_alias(name, CHALLENGER, version)
+        about = promotion.describe_version(trained, scores.metrics, family.policy)
+        tracker.describe_version(name, version, about)
     progress.report("register", 1, 1)
-    return RegisteredVersion(name, version, uri, run_id)
+    return RegisteredVersion(name, version, uri, run_id, about)
 
 
 @task(name="promote")
 def promote(
     registered: RegisteredVersion, scores: Scores, family: str, home: str
 ) -> PromotionResult:
-    """Move `champion` to the new version when the family's gate says it is better; record why."""
+    """Move `champion` to the new version when the family's gate says it is better; record why
+    (tags, audit log, and the version's description)."""
     h = Home.resolve(home)
-    return promotion.promote_version(
-        Tracker(h),
+    tracker = Tracker(h)
+    result = promotion.promote_version(
+        tracker,
         h,
         registered.model_name,
         registered.version,
         families.get(family).policy,
         metrics=scores.metrics,
         actor=f"flow-run:{flow_run.get_id() or 'none'}",
+    )
+    decision = f"Gate: {result.decision}: {result.reason}"
+    about = f"{decision}\n\n{registered.description}" if registered.description else decision
+    tracker.describe_version(registered.model_name, registered.version, about)
+    return result
+
+
+@task(name="find-unchanged")
+def find_unchanged(
+    model_name: str, snapshot_id: str, family: str, config_digest: str, home: str
+) -> tuple[RegisteredVersion, Scores, PromotionResult] | None:
+    """The registered version trained on this snapshot with this family, resolved config and
+    code (the night's work done before), as the stages after training would report it; None
+    when there is none (train then)."""
+    tracker = Tracker(Home.resolve(home))
+    wanted = stages.tags(
+        family=family,
+        snapshot_id=snapshot_id,
+        config_digest=config_digest,
+        code_digest=provenance.code_digest(),
+    )
+    found = tracker.find_version(model_name, wanted)
+    if found is None:
+        return None
+    champion = tracker.alias_version(model_name, promotion.CHAMPION)
+    champion_version = champion.version if champion else None
+    reason = (
+        f"unchanged: version {found.version} was trained on snapshot {snapshot_id} with the "
+        "same config and code; nothing retrained (--force retrains)"
+    )
+    log.info("%s", reason)
+    return (
+        RegisteredVersion(
+            model_name, found.version, f"models:/{model_name}/{found.version}", found.run_id
+        ),
+        Scores(found.run_id, tracker.run_metrics(found.run_id)),
+        PromotionResult(False, "unchanged", reason, champion_version, champion_version),
     )
 
 

@@ -16,12 +16,14 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
 from aigc_core import names
 from aigc_core.paths import Home
 from aigc_core.promotion import CHALLENGER, CHAMPION
+from aigc_core.report import mlflow_ui_url
 from aigc_core.serving.environment import model_environment, stage_code
 from aigc_core.stages import ModelVersion
 
@@ -43,6 +45,14 @@ def _mlflow():
 
 def _version(mv) -> ModelVersion:
     return ModelVersion(mv.name, str(mv.version), mv.run_id or "", dict(mv.tags or {}))
+
+
+def _quoted(name: str) -> str:
+    """A model name inside a filter string's single quotes. Names are checked
+    (`aigc_core.names`) to hold no quote; one that does anyway is refused, not escaped."""
+    if "'" in name or "\\" in name:
+        raise ValueError(f"model name {name!r} cannot be searched for")
+    return name
 
 
 def _all_pages(search) -> list:
@@ -82,12 +92,49 @@ class Tracker:
 
     # --- runs -----------------------------------------------------------------------------
 
-    def start_run(self, name: str, tags: Mapping[str, object]) -> str:
+    def start_run(
+        self, name: str, tags: Mapping[str, object], parent_run_id: str | None = None
+    ) -> str:
+        """A new run; nested under `parent_run_id` (the pipeline run) when given."""
         exp = self._c.get_experiment_by_name(EXPERIMENT)
-        run = self._c.create_run(
-            exp.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()}
-        )
+        tags = {k: str(v) for k, v in tags.items()}
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id  # how MLflow's UI nests runs
+        run = self._c.create_run(exp.experiment_id, run_name=name, tags=tags)
         return run.info.run_id
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self._c.set_terminated(run_id, status)
+
+    def set_run_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
+        from mlflow.entities import RunTag
+
+        self._c.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """The latest value of each metric of a run."""
+        return dict(self._c.get_run(run_id).data.metrics)
+
+    def log_table(self, run_id: str, df: pd.DataFrame, artifact_file: str) -> None:
+        """A table artifact MLflow's UI shows as a table (and `mlflow.load_table` reads)."""
+        self._c.log_table(run_id, data=df, artifact_file=artifact_file)
+
+    def log_dict(self, run_id: str, data: Mapping, artifact_file: str) -> None:
+        self._c.log_dict(run_id, dict(data), artifact_file)
+
+    def ui_url(self) -> str | None:
+        """The MLflow UI's address (no credentials) when tracking goes to a server, else None."""
+        return mlflow_ui_url(self.uri) or None
+
+    def run_page(self, run_id: str) -> str | None:
+        """The run's page in MLflow's UI (None without a tracking server); the UI's
+        `/runs/<id>` route finds the run's experiment itself."""
+        base = self.ui_url()
+        return None if base is None else f"{base}/#/runs/{run_id}"
+
+    def version_page(self, name: str, version: str) -> str | None:
+        base = self.ui_url()
+        return None if base is None else f"{base}/#/models/{quote(name)}/versions/{version}"
 
     @contextlib.contextmanager
     def run(self, run_id: str, finish: bool = False) -> Iterator[None]:
@@ -171,17 +218,37 @@ class Tracker:
         artifacts: Mapping[str, Path],
         input_example: pd.DataFrame,
         output_example: pd.DataFrame,
+        params: Mapping[str, object] | None = None,
     ) -> str:
         """Log a pyfunc model from code (`pyfunc_model.py` over `artifacts`); returns its URI.
 
         It carries what it needs to load where this project is not installed (`mlflow models
         serve` in a virtualenv, `build-docker`): the project modules its file imports, as code,
-        and pinned requirements of the packages they import (`aigc_core.serving.environment`)."""
+        and pinned requirements of the packages they import (`aigc_core.serving.environment`).
+
+        `params` (the family's `params_example`, name -> default) become the signature's params
+        schema: without one MLflow drops a request's params. MLflow fills in the default of each
+        param a request leaves out. Each is also an optional input column of any type, so a
+        request that still gives it per row (the request shape before params) reaches the model,
+        which checks it, instead of being dropped. An empty list has no item to infer a type
+        from (MLflow would say datetime): it is typed as a list of strings."""
         mlflow = _mlflow()
-        from mlflow.models import infer_signature
+        from mlflow.models import ModelSignature, infer_signature
+        from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
         env = model_environment(PYFUNC_FILE)
-        sig = infer_signature(input_example, output_example)
+        params = dict(params or {})
+        typed = {k: [""] if isinstance(v, list) and not v else v for k, v in params.items()}
+        sig = infer_signature(input_example, output_example, params=typed or None)
+        if params:
+            specs = [ParamSpec(p.name, p.dtype, params[p.name], p.shape) for p in sig.params]
+            per_row = [
+                ColSpec(AnyType(), k, required=False)
+                for k in params
+                if k not in input_example.columns
+            ]
+            inputs = Schema([*sig.inputs.inputs, *per_row])
+            sig = ModelSignature(inputs, sig.outputs, ParamSchema(specs))
         with tempfile.TemporaryDirectory() as staging, mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -189,7 +256,7 @@ class Tracker:
                 artifacts={k: str(v) for k, v in artifacts.items()},
                 code_paths=[str(stage_code(env.modules, Path(staging)))],
                 signature=sig,
-                input_example=input_example,
+                input_example=(input_example, params) if params else input_example,
                 pip_requirements=list(env.requirements),
             )
         self.reopen(run_id)
@@ -209,6 +276,26 @@ class Tracker:
     def tag_version(self, name: str, version: str, tags: Mapping[str, object]) -> None:
         for k, v in tags.items():
             self._c.set_model_version_tag(name, version, k, str(v))
+
+    def describe_version(self, name: str, version: str, description: str) -> None:
+        """The version's description, shown on its page in the registry."""
+        self._c.update_model_version(name, version, description=description)
+
+    def find_version(self, name: str, tags: Mapping[str, str]) -> ModelVersion | None:
+        """The newest version of `name` whose tags hold all of `tags`, or None (also when the
+        model does not exist). Matched here, not in a filter string built from values."""
+        c = self._c
+        try:
+            found = _all_pages(
+                lambda t: c.search_model_versions(f"name = '{_quoted(name)}'", page_token=t)
+            )
+        except _mlflow().exceptions.MlflowException:
+            return None
+        wanted = {k: str(v) for k, v in tags.items()}
+        for mv in sorted(found, key=lambda m: -int(m.version)):
+            if all((mv.tags or {}).get(k) == v for k, v in wanted.items()):
+                return _version(mv)
+        return None
 
     def alias_version(self, name: str, alias: str) -> ModelVersion | None:
         """The version holding `alias`, or None (also when the model does not exist)."""

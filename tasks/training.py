@@ -9,6 +9,7 @@ anything is written.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 from prefect import task
 from prefect.runtime import flow_run
 
-from aigc_core import families, progress, provenance
+from aigc_core import families, progress, provenance, settings, stages
 from aigc_core.data.snapshot import open_snapshot, read_table
 from aigc_core.models.io import save_model
 from aigc_core.paths import Home
@@ -37,18 +38,23 @@ def train_run(
     device: str | None = None,
     resume: str = "auto",
     init_from: str | None = None,
-    overrides: dict | None = None,
+    config: dict | None = None,
+    parent_run_id: str | None = None,
 ) -> TrainedRun:
     """Train `family` at `preset` on a snapshot. resume: "auto" continues an unfinished run of
-    the same family, snapshot and preset from its last valid checkpoint; "never" refuses when
-    one exists. init_from: a model URI or folder to warm-start from. overrides: train config
-    fields, e.g. {"steps": 200}. SIGTERM or SIGINT (in the main thread; else the caller's
-    handler, see `interrupt.stop_on_signals`) raises `Interrupted`: before the run is created,
-    with nothing written; during training, after a checkpoint."""
+    the same family, snapshot, preset and settings from its last valid checkpoint; "never"
+    refuses when one exists. init_from: a model URI or folder to warm-start from. config:
+    settings overrides, {"model": {...}, "train": {...}} (`aigc_core.settings`), e.g.
+    {"train": {"steps": 200}}. The run nests under `parent_run_id` (the pipeline run) when
+    given. SIGTERM or SIGINT (in the main thread; else the caller's handler, see
+    `interrupt.stop_on_signals`) raises `Interrupted`: before the run is created, with nothing
+    written; during training, after a checkpoint."""
     with interrupt.stop_on_signals():
         runs.check_resume(resume)
         fam = families.get(family)
-        train_cfg = engine.train_config(fam, preset, overrides)  # bad preset or settings
+        resolved = settings.resolve(fam, preset, config)  # bad preset or settings
+        train_cfg = resolved.train_cfg
+        changed = {k: v for k, v in (config or {}).items() if k in ("model", "train") and v}
         if interrupt.stop_requested():  # a signal during the caller's start-up
             raise Interrupted.before_start()
         h = Home.resolve(home).ensure()
@@ -57,7 +63,9 @@ def train_run(
         table = read_table(snap)
         data, counts = runs.training_data(fam, snap, table)
         dev = pick_device(device)
-        active = runs.ActiveRun(h.runs, family, snap.id, preset)
+        # runs with other settings than the preset's are other runs: their own pointer
+        key = f"{preset}-{resolved.digest()[:12]}" if changed else preset
+        active = runs.ActiveRun(h.runs, family, snap.id, key)
         start = active.start(resume)
         init, lineage = (None, {}) if start.resume_id else _init_source(tracker, init_from, h)
         if interrupt.stop_requested():  # a signal during start-up: stop before writing anything
@@ -68,20 +76,28 @@ def train_run(
             tracker.reopen(run_id)
             log.info("resuming run %s", run_id)
         else:
-            tags = dict(snapshot_id=snap.id, dataset=snap.name, family=family, preset=preset)
-            tags |= dict(
-                flow_run_id=flow_run.get_id() or "", git_revision=provenance.git_revision()
+            tags = stages.tags(
+                stage="train",
+                snapshot_id=snap.id,
+                dataset=snap.name,
+                family=family,
+                preset=preset,
+                flow_run_id=flow_run.get_id() or "",
+                git_revision=provenance.git_revision(),
+                code_digest=provenance.code_digest(),
+                config_digest=resolved.digest(),
+                init_from=init_from,
             )
-            tags |= {"init_from": init_from} if init_from else {}
-            run_id = tracker.start_run(f"{family}-{snap.name}-{preset}", tags)
+            run_id = tracker.start_run(f"{family}-{snap.name}-{preset}", tags, parent_run_id)
         active.hold(run_id)
         run_dir = h.runs / run_id
         try:
             with tracker.run(run_id):
                 if not start.resume_id:
                     params = {"preset": preset, "device": str(dev), "snapshot_id": snap.id}
-                    model_cfg = fam.preset(preset).model
+                    model_cfg = resolved.model_cfg
                     _log_inputs(tracker, run_id, model_cfg, train_cfg, snap, table, params | counts)
+                    tracker.log_dict(run_id, resolved.to_dict(), "resolved_config.json")
                 result = engine.train_model(
                     fam,
                     preset,
@@ -90,7 +106,8 @@ def train_run(
                     run_dir / "checkpoints",
                     resume=True,  # a fresh run's folder is empty; a resumed one continues
                     init_from=init,
-                    overrides=overrides,
+                    overrides=changed.get("train"),
+                    model_overrides=changed.get("model"),
                     on_log=lambda step, m: tracker.log_metrics(run_id, m, step=step),
                     on_step=lambda step, total: progress.report("train", step, total),
                     stop=interrupt.stop_requested,
@@ -100,7 +117,8 @@ def train_run(
             active.release(run_id)
             raise
         active.clear()
-    return runs.trained_run(result, fam, snapshot, run_id, run_dir, preset, dev, lineage)
+    trained = runs.trained_run(result, fam, snapshot, run_id, run_dir, preset, dev, lineage)
+    return dataclasses.replace(trained, config_digest=resolved.digest())
 
 
 def _log_inputs(tracker: Tracker, run_id: str, model_cfg, train_cfg, snap, table, params) -> None:

@@ -25,7 +25,7 @@ from aigc_core.curation.policy import Policy
 from aigc_core.evaluation.evaluator import load_or_train_evaluator
 from aigc_core.families.base import Family
 from aigc_core.generation.shards import Shard, plan_shards
-from aigc_core.generation.text import TextSampling, load_prompts
+from aigc_core.generation.text_options import TextSampling, load_prompts
 from aigc_core.models.io import CONFIG, read_config
 from aigc_core.paths import Home
 from aigc_core.stages import ModelVersion
@@ -79,7 +79,7 @@ def family_of(version: ModelVersion, model_dir: Callable[[], Path]) -> Family:
     """The family of a registered model version, if a batch can be built from it: its "family"
     tag or, for a version registered before versions had one, the "family" of its saved config
     (in `model_dir()`, the folder holding its files)."""
-    name = version.tags.get("family") or read_config(model_dir() / CONFIG).get("family", "")
+    name = version.tag("family") or read_config(model_dir() / CONFIG).get("family", "")
     known = families.available()
     family = known.get(name)
     if family is None or family.kind not in KINDS:
@@ -127,7 +127,7 @@ def make_plan(
             f"sampling options ({given}) apply to text models; drop --prompt-file and the "
             "sampling options"
         )
-    snapshot_id = version.tags.get("snapshot_id", "")
+    snapshot_id = version.tag("snapshot_id")
     if not snapshot_id:
         raise LookupError(
             f"model {version.name} version {version.version} has no snapshot_id tag, so its "

@@ -19,12 +19,16 @@ from aigc_core.models.chars import encode
 SAMPLE_SEED = 2024  # fixed: every candidate samples from the same seeds
 TEXT_HELDOUT_CHARS = 50_000  # held-out characters scored
 TEXT_SAMPLES, TEXT_SAMPLE_CHARS, TEXT_PROMPT_CHARS = 32, 200, 8
+SAMPLES_TABLE = "text_samples.json"  # the samples as an MLflow table artifact
 
 
-def text_metrics(generator: TextGenerator, train_text: str, val_text: str) -> dict[str, float]:
+def text_metrics(
+    generator: TextGenerator, train_text: str, val_text: str
+) -> tuple[dict[str, float], list[dict]]:
     """Held-out nats / bits per character / perplexity, and distinct-1/2 and novelty of
-    samples drawn from prompts cut from the held-out text. Held-out characters outside the
-    model's vocabulary (a warm start keeps its own) are dropped."""
+    samples drawn from prompts cut from the held-out text; and the samples, one row each
+    (prompt, text, finish reason). Held-out characters outside the model's vocabulary (a warm
+    start keeps its own) are dropped."""
     vocab = generator.vocab
     known = set(vocab)
     val = "".join(c for c in val_text if c in known)[:TEXT_HELDOUT_CHARS]
@@ -32,20 +36,26 @@ def text_metrics(generator: TextGenerator, train_text: str, val_text: str) -> di
     nats = heldout_nats(model, encode(val, vocab), model.cfg.block_size)
     step = max(1, (len(val) - TEXT_PROMPT_CHARS) // TEXT_SAMPLES)
     prompts = [val[i : i + TEXT_PROMPT_CHARS] for i in range(0, step * TEXT_SAMPLES, step)]
-    samples = [text for text, _ in generator.generate(prompts, TEXT_SAMPLE_CHARS, seed=SAMPLE_SEED)]
-    return {
+    drawn = generator.generate(prompts, TEXT_SAMPLE_CHARS, seed=SAMPLE_SEED)
+    samples = [text for text, _ in drawn]
+    metrics = {
         **language_model_metrics(nats),
         **generation_metrics(samples, train_text),
         "heldout_chars": float(len(val)),
         "text_samples": float(len(samples)),
     }
+    rows = [
+        {"prompt": p, "text": text, "finish_reason": reason}
+        for p, (text, reason) in zip(prompts, drawn, strict=True)
+    ]
+    return metrics, rows
 
 
 def evaluate_text(inputs: EvalInputs, generator: TextGenerator) -> Evaluation:
     """The text scores of `generator` on the snapshot of `inputs` (documents of a split joined
     by blank lines, as training joins them). Reports progress as stage "evaluate", 1 step."""
     progress.report("evaluate", 0, 1)
-    metrics = text_metrics(
+    metrics, samples = text_metrics(
         generator,
         "\n\n".join(text_split(inputs.table, "train")),
         "\n\n".join(text_split(inputs.table, "validation")),
@@ -56,4 +66,4 @@ def evaluate_text(inputs: EvalInputs, generator: TextGenerator) -> Evaluation:
         f"{metrics['perplexity']:.3f}), distinct-2 {metrics['distinct_2']:.3f}, novelty "
         f"{metrics['novelty']:.3f}"
     )
-    return Evaluation(metrics=metrics, summary=summary)
+    return Evaluation(metrics=metrics, summary=summary, tables={SAMPLES_TABLE: samples})

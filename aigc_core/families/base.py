@@ -4,15 +4,17 @@ A `Family` is a frozen record of plain values and functions; one file per family
 `dcgan.py` for a GAN, `charlstm.py` for a language model). The pipeline asks the family object
 and never its name: which snapshots it trains on (`kind`), its presets, how to build its training
 job from typed configs, which module is saved and served, how to load a generator from saved
-files, how to evaluate it, the promotion policy's metrics, the pyfunc's input example, and which
-curation its content gets (`kind`). A separate package adds a family through the entry-point
-group `aigc.families` (see `aigc_core.families`): nothing in this project changes.
+files, how to evaluate it, the promotion policy's metrics, the pyfunc's input example and params
+(its request options, with their defaults), and which curation its content gets (`kind`). A
+separate package adds a family through the entry-point group `aigc.families` (see
+`aigc_core.families`): nothing in this project changes.
 
 Generators are plain classes (no MLflow): image kind `generate(n, seed, batch_size=256,
 on_batch=None) -> (n, C, H, W) float32 in [0, 1]`; text kind `generate(prompts, max_new_tokens,
 seed, temperature=1.0, top_k=None, top_p=None, stop=()) -> [(text, finish_reason)]`, `score
 (prompts, texts) -> [mean nats per char]`, `context_ids(prompt)`, `stop_ids(stop)`; both
-`predict(request: DataFrame) -> DataFrame`, which the served pyfunc model calls.
+`predict(request: DataFrame, params: dict | None = None) -> DataFrame`, which the served pyfunc
+model calls (`params`: the request's options, those of `Family.params_example`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ KINDS = ("image", "text")
 class Preset(NamedTuple):
     """A named starting point: the model's config and its training config (typed dataclasses
     with `to_dict()`; the model config's dict carries "family", which saved models are loaded
-    by; every train config has `steps`, `total_steps` and `checkpoint_every`)."""
+    by; every train config has `steps`, `total_steps` and `checkpoint_every`). The built-in
+    ones are pydantic dataclasses that check their values (`aigc_core.config_types`); a config
+    file and `--set` items override their fields (`aigc_core.settings`), which a plugin's plain
+    dataclasses support too."""
 
     model: Any
     train: Any
@@ -74,15 +79,17 @@ class EvalInputs:
 @dataclass(frozen=True)
 class Evaluation:
     """A family's scores of one model: metrics (the policy's among them), images to log beside
-    them (artifact file name -> PIL image), and a one-line summary for the log."""
+    them (artifact file name -> PIL image), a one-line summary for the log, and tables (e.g.
+    sample texts: artifact file name -> rows) that MLflow shows as tables."""
 
     metrics: Mapping[str, float]
     images: Mapping[str, Any] = field(default_factory=dict)
     summary: str = ""
+    tables: Mapping[str, list[dict]] = field(default_factory=dict)  # artifact file -> rows
 
 
 class Generator(Protocol):
-    def predict(self, request: Any) -> Any: ...
+    def predict(self, request: Any, params: Mapping[str, Any] | None = None) -> Any: ...
 
 
 def _same(model_cfg, data: TrainData):
@@ -102,6 +109,9 @@ class Family:
     evaluate: Callable[[EvalInputs], Evaluation]
     policy: GatePolicy  # the promotion gate: primary metric, direction, floors
     input_example: Mapping[str, list]  # one pyfunc request, column -> values
+    # the pyfunc's params, name -> default (MLflow fills in those a request leaves out); the
+    # signature's params schema is inferred from it; empty: the model takes none
+    params_example: Mapping[str, Any] = field(default_factory=dict)
     final_metrics: Mapping[str, str] = field(default_factory=dict)  # run field -> logged metric
     prepare: Callable[[Any, TrainData], Any] = _same  # data-dependent config (a vocabulary)
     description: str = ""

@@ -76,10 +76,10 @@ def test_register_logs_a_pyfunc_with_lineage_and_gate_tags(store):
     assert out.version == "1" and out.model_name == NAME and out.run_id == trained.run_id
     tracker = Tracker(home)
     v = tracker.get_version(NAME, "1")
-    assert v.tags["snapshot_id"] == "snap-abc" and v.tags["run_id"] == trained.run_id
-    assert v.tags["flow_run_id"] == "flow-123" and v.tags["git_revision"]
-    assert v.tags["family"] == "dcgan" and v.tags["preset"] == "test"
-    assert v.tags["parent_version"] == "7"  # warm start lineage
+    assert v.tags["aigc.snapshot_id"] == "snap-abc" and v.tags["aigc.run_id"] == trained.run_id
+    assert v.tags["aigc.flow_run_id"] == "flow-123" and v.tags["aigc.git_revision"]
+    assert v.tags["aigc.family"] == "dcgan" and v.tags["aigc.preset"] == "test"
+    assert v.tags["aigc.parent_version"] == "7"  # warm start lineage
     assert float(v.tags["gate.fid"]) == 12.5
     assert float(v.tags["gate.memorization_rate"]) == 0.0
     assert tracker.alias_version(NAME, "challenger").version == "1"

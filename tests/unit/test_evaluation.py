@@ -79,7 +79,7 @@ def test_text_metrics_of_an_untrained_charlstm():
     cfg = CharLSTMConfig(
         vocab=build_vocab(TRAIN + VAL), embed_dim=8, hidden=16, layers=1, block_size=16
     )
-    m = text_metrics(TextGenerator(CharLSTM(cfg)), TRAIN, VAL)
+    m, samples = text_metrics(TextGenerator(CharLSTM(cfg)), TRAIN, VAL)
     # an untrained model is close to uniform over the vocabulary
     assert m["heldout_nats"] == pytest.approx(math.log(cfg.vocab_size), rel=0.1)
     assert m["bits_per_char"] == pytest.approx(m["heldout_nats"] / math.log(2))
@@ -87,6 +87,9 @@ def test_text_metrics_of_an_untrained_charlstm():
     assert 0 < m["distinct_1"] <= 1 and 0 < m["distinct_2"] <= 1
     assert m["novelty"] > 0.9  # random characters make words the training text never had
     assert m["text_samples"] == 32 and m["heldout_chars"] == len(VAL)
+    # the samples themselves, for the run's table: each continues its held-out prompt
+    assert len(samples) == 32 and set(samples[0]) == {"prompt", "text", "finish_reason"}
+    assert all(r["prompt"] and r["prompt"] in VAL and r["text"] for r in samples)
 
 
 def _inputs(tmp_path, table, final=None) -> EvalInputs:

@@ -265,5 +265,5 @@ def test_a_plugin_family_runs_the_nightly_path(plugin_site, tmp_path):
     assert listed.returncode == 0, listed.stderr
     (model,) = [m for m in json.loads(listed.stdout) if m["name"] == "aigc-mlp-digits"]
     assert model["aliases"]["champion"] == "1"
-    assert model["versions"][0]["tags"]["family"] == "mlp"
+    assert model["versions"][0]["tags"]["aigc.family"] == "mlp"
     assert _project_state() == before  # nothing of this project was written or changed

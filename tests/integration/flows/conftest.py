@@ -3,8 +3,17 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_harness():
-    """One temporary Prefect API for all flow tests (starting one costs ~10 s)."""
+    """One temporary Prefect API for all flow tests (starting one costs ~10 s), with the
+    project's loggers forwarded to flow-run logs as the CLI and the worker set them up."""
+    from prefect.logging.configuration import setup_logging
+    from prefect.settings import PREFECT_LOGGING_EXTRA_LOGGERS, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    from aigc_core import provenance
+
+    with (
+        prefect_test_harness(server_startup_timeout=60),
+        temporary_settings({PREFECT_LOGGING_EXTRA_LOGGERS: ",".join(provenance.PACKAGES)}),
+    ):
+        setup_logging(incremental=False)
         yield

@@ -68,6 +68,18 @@ def test_the_nightly_flow_ends_with_a_text_batch(text_champion):
     assert manifest["sampling"]["max_new_tokens"] == 200
 
 
+def test_the_training_run_logs_its_evaluation_samples_as_a_table(text_champion):
+    import mlflow
+
+    home, summary = text_champion
+    uri = Tracker(Home.resolve(home)).uri
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_run(summary["run_id"]).info.experiment_id
+    samples = client.load_table(experiment, "text_samples.json", run_ids=[summary["run_id"]])
+    assert len(samples) == 32 and {"prompt", "text", "finish_reason"} <= set(samples.columns)
+    assert samples["text"].str.len().gt(0).all()
+
+
 def test_prompts_sampling_options_and_a_policy_file(text_champion, tmp_path):
     home, summary = text_champion
     prompts = tmp_path / "prompts.txt"

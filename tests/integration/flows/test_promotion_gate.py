@@ -95,5 +95,5 @@ def test_a_warm_start_from_the_champion_names_its_parent_version(runs, monkeypat
     monkeypatch.setattr(image_eval, "FID_GENERATED", GENERATED)
     warm = train_and_gate(home, ONE_STEP, init_from=f"models:/{better['model_name']}@champion")
     v = client_for(home).get_model_version(warm["model_name"], warm["version"])
-    assert v.tags["parent_version"] == better["version"]
-    assert v.tags["parent_model_uri"].endswith("@champion")
+    assert v.tags["aigc.parent_version"] == better["version"]
+    assert v.tags["aigc.parent_model_uri"].endswith("@champion")
