@@ -49,7 +49,10 @@ def save(home: Home, target: str) -> str:
     elif target.count("/") == 1 and all(target.split("/")):
         from prefect.blocks.core import Block
 
-        Block.load(target)  # fails now, not at 2 a.m., when it does not exist
+        try:
+            Block.load(target)  # fails now, not at 2 a.m., when it does not exist
+        except ValueError as e:
+            raise ValueError(f"--notify: no notification block {target!r}: {e}") from None
         slug = target
     else:
         raise ValueError(

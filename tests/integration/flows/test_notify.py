@@ -68,3 +68,13 @@ def test_notify_refuses_a_target_that_is_neither_url_nor_block(tmp_path):
     with pytest.raises(ValueError, match="webhook URL"):
         notify.save(Home.resolve(tmp_path), "not a target")
     assert notify.configured_block(Home.resolve(tmp_path)) is None
+
+
+def test_notify_takes_an_existing_blocks_slug_and_refuses_a_missing_one(tmp_path, webhook):
+    url, _ = webhook
+    home = Home.resolve(tmp_path)
+    notify.save(home, url)
+    assert notify.save(home, "custom-webhook/aigc-notify") == "custom-webhook/aigc-notify"
+    with pytest.raises(ValueError, match="no notification block 'custom-webhook/nosuch'"):
+        notify.save(home, "custom-webhook/nosuch")
+    assert notify.configured_block(home) == "custom-webhook/aigc-notify"  # unchanged
