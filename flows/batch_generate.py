@@ -40,7 +40,8 @@ def batch_generate(
     dask_address: str | None = None,
     dask_local: int | None = None,
 ) -> dict:
-    """Sampling options left None take the text defaults (aigc_core.generation.text).
+    """Sampling options left None take the text defaults (`TextSampling`,
+    aigc_core.generation.text_options).
     dask_address / dask_local: run the shards on that Dask scheduler, or on a local Dask
     cluster of that many worker processes (default: in-process)."""
     model = names.model_ref(model)  # a bad name fails the run before anything starts

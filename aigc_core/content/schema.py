@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
-from aigc_core.curation.text import TextPolicy
+from aigc_core.curation.policy import TextPolicy
 
 FORMAT_VERSION = 2  # part of every batch id: changing it gives every request a new batch
 MANIFEST = "manifest.json"

@@ -29,7 +29,8 @@ from aigc_core.content.cache import cached
 from aigc_core.content.plan import BatchPlan
 from aigc_core.content.schema import IMAGE_SHARD_SCHEMA, text_score_columns, text_shard_schema
 from aigc_core.curation.images import score_images
-from aigc_core.curation.text import TextPolicy, TrainingNgrams, score_texts
+from aigc_core.curation.policy import TextPolicy
+from aigc_core.curation.text import TrainingNgrams, score_texts
 from aigc_core.data.snapshot import find_snapshot, image_arrays, read_table, text_split
 from aigc_core.evaluation.evaluator import load_or_train_evaluator
 from aigc_core.generation.shards import Shard, part_name, shard_seed

@@ -17,37 +17,13 @@ Scorers:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import pandas as pd
 import scipy.fft
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class ImagePolicy:
-    min_confidence: float | None = 0.9  # evaluator's top-class probability
-    max_duplicate_bits: int | None = 2  # phash Hamming distance to an earlier item in the batch
-    min_train_distance: float | None = 0.02  # RMS pixel distance to the nearest training image
-
-    def __post_init__(self):
-        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(
-                f"min_confidence must lie in [0, 1] or be null, got {self.min_confidence}"
-            )
-        if self.max_duplicate_bits is not None and not 0 <= self.max_duplicate_bits <= 64:
-            raise ValueError(
-                f"max_duplicate_bits must lie in [0, 64] or be null, got {self.max_duplicate_bits}"
-            )
-        if self.min_train_distance is not None and not 0.0 <= self.min_train_distance <= 1.0:
-            raise ValueError(
-                f"min_train_distance must lie in [0, 1] or be null, got {self.min_train_distance}"
-            )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from aigc_core.curation.policy import ImagePolicy
 
 
 def phash(images_u8: np.ndarray) -> np.ndarray:

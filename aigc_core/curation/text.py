@@ -21,102 +21,13 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from aigc_core.curation.policy import PII_PATTERNS, TextPolicy
+
 _WORD = re.compile(r"\w+(?:['’]\w+)*", re.UNICODE)
-
-# PII patterns: precise enough to avoid flagging ordinary numbers and prose.
-PII_PATTERNS: dict[str, re.Pattern] = {
-    "email": re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
-    "phone": re.compile(
-        r"(?<![\w+])(?:\+\d{1,3}(?:[ .-]\d{1,4}){2,4}"  # international: +CC and 2-4 groups
-        r"|(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4})(?!\w)"  # North American: 3-3-4
-    ),
-    "ipv4": re.compile(
-        r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])"
-    ),
-    "credit_card": re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"),
-}
-
-GOPHER_TOP_NGRAM = {2: 0.20, 3: 0.18, 4: 0.16}
-GOPHER_DUP_NGRAM = {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
-
-
-@dataclass(frozen=True)
-class TextPolicy:
-    min_words: int | None = 3
-    max_words: int | None = 2000
-    min_perplexity: float | None = None  # per character under the generating model, given
-    max_perplexity: float | None = None  # the prompt (exp of the mean nats per character)
-    # Gopher quality rules, on whitespace-separated words: they reject character soup, which
-    # the generating model's own perplexity cannot (an untrained model rates its soup typical)
-    min_mean_word_length: float | None = 3.0
-    max_mean_word_length: float | None = 10.0
-    min_alpha_word_fraction: float | None = 0.8  # words holding at least one letter
-    max_symbol_word_ratio: float | None = 0.1  # "#", "..." and "…" per word
-    max_duplicate_line_fraction: float | None = 0.30  # Gopher: lines that repeat an earlier line
-    max_duplicate_line_char_fraction: float | None = 0.20
-    max_top_ngram_fraction: dict[int, float] | None = field(
-        default_factory=lambda: dict(GOPHER_TOP_NGRAM)
-    )
-    max_duplicate_ngram_fraction: dict[int, float] | None = field(
-        default_factory=lambda: dict(GOPHER_DUP_NGRAM)
-    )
-    blocklist: tuple[str, ...] = ()  # words or phrases, matched case-insensitively as words
-    pii: tuple[str, ...] = tuple(PII_PATTERNS)  # which PII patterns reject an item
-    minhash_threshold: float | None = 0.8  # estimated Jaccard similarity of word shingles
-    minhash_shingle: int = 3
-    minhash_num_perm: int = 128
-    train_ngram: int = 13  # word n-gram length for overlap with the training text
-    max_train_ngram_fraction: float | None = 0.0  # fraction of the item's n-grams seen in training
-
-    def __post_init__(self):
-        unknown = set(self.pii) - set(PII_PATTERNS)
-        if unknown:
-            raise ValueError(
-                f"unknown PII pattern(s) {sorted(unknown)}; choose from {sorted(PII_PATTERNS)}"
-            )
-        for name in ("max_duplicate_line_fraction", "max_duplicate_line_char_fraction"):
-            v = getattr(self, name)
-            if v is not None and not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1] or be null, got {v}")
-        for name in ("min_alpha_word_fraction",):
-            v = getattr(self, name)
-            if v is not None and not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1] or be null, got {v}")
-        for lo, hi in (
-            ("min_words", "max_words"),
-            ("min_perplexity", "max_perplexity"),
-            ("min_mean_word_length", "max_mean_word_length"),
-        ):
-            a, b = getattr(self, lo), getattr(self, hi)
-            for name, v in ((lo, a), (hi, b)):
-                if v is not None and not v >= 0:
-                    raise ValueError(f"{name} must be >= 0 or null, got {v}")
-            if a is not None and b is not None and a > b:
-                raise ValueError(f"{lo} ({a}) is more than {hi} ({b}): nothing could pass")
-        if self.minhash_threshold is not None and not 0.0 < self.minhash_threshold <= 1.0:
-            raise ValueError(f"minhash_threshold must lie in (0, 1], got {self.minhash_threshold}")
-        if self.train_ngram < 1 or self.minhash_shingle < 1:
-            raise ValueError("train_ngram and minhash_shingle must be >= 1")
-        # YAML/JSON keys are strings: normalize {"2": 0.2} to {2: 0.2}
-        for name in ("max_top_ngram_fraction", "max_duplicate_ngram_fraction"):
-            v = getattr(self, name)
-            if v is not None:
-                object.__setattr__(self, name, {int(k): float(x) for k, x in v.items()})
-        object.__setattr__(self, "blocklist", tuple(self.blocklist))
-        object.__setattr__(self, "pii", tuple(self.pii))
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for name in ("max_top_ngram_fraction", "max_duplicate_ngram_fraction"):
-            if d[name] is not None:
-                d[name] = {str(k): v for k, v in d[name].items()}
-        d["blocklist"], d["pii"] = list(self.blocklist), list(self.pii)
-        return d
 
 
 def words(text: str) -> list[str]:

@@ -17,8 +17,10 @@ import functools
 import importlib
 import logging
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
-from aigc_core.families.base import Family
+if TYPE_CHECKING:  # importing the package stays cheap (no torch): the CLI reads its constants
+    from aigc_core.families.base import Family
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,8 @@ BUILTIN = ("dcgan", "vae", "charlstm", "transformer")  # modules of this package
 @functools.cache
 def available() -> dict[str, Family]:
     """Every family by name: the built-in ones first, then the installed plugins'."""
+    from aigc_core.families.base import Family
+
     found = {n: importlib.import_module(f"{__name__}.{n}").FAMILY for n in BUILTIN}
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from aigc_core.families.base import EvalInputs, Evaluation, Family, TrainData
-from aigc_core.generation.text import PREDICT_PARAMS, TextGenerator
+from aigc_core.generation.text import TextGenerator
+from aigc_core.generation.text_options import PREDICT_PARAMS
 from aigc_core.models.io import CONFIG, WEIGHTS, config_fields, load_weights, read_config
 from aigc_core.promotion import GatePolicy
 from aigc_core.training import lm

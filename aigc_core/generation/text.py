@@ -17,54 +17,42 @@ with the context cropped to `block_size` tokens, as a caller of `sample_tokens` 
 its mean over a text is the text's nats per token, whose exp is the perplexity that curation
 bounds.
 
-`TextSampling` holds what a user asks for (stop sequences as strings), and `load_prompts` reads a
-prompt file: one prompt per line.
+The options the sampler takes (`SamplingParams`) and a user or a request gives (`TextSampling`,
+`PREDICT_PARAMS`), their checks and prompt files live in `aigc_core.generation.text_options`,
+which does not import torch: the CLI checks them before anything slow starts.
 
 `TextGenerator` puts these to work on a character-level language model `(ids (B, T)) ->
 (logits (B, T, V), ...)` with `cfg.vocab` and `cfg.block_size`: batched `generate` and `score`
-(what content batches and evaluation use) and the pyfunc request/response `predict`.
+(what content batches and evaluation use) and the pyfunc request/response `predict`, whose
+sampling options are the request's `params` (`PREDICT_PARAMS`, checked by `request_options`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.nn import functional as F
 
 from aigc_core.generation.shards import shard_seed
+from aigc_core.generation.text_options import (
+    PREDICT_PARAMS,
+    RequestError,
+    SamplingParams,
+    TextSampling,
+    request_option,
+    request_options,
+)
 from aigc_core.models.chars import decode, encode
 
-MAX_NEW_TOKENS = 4096  # per item: bounds a request's time and memory
 # An empty prompt starts a new document: training joins documents with blank lines.
 DOCUMENT_START = "\n"
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_new_tokens: int = 64
-    temperature: float = 1.0  # 0 means greedy
-    top_k: int | None = None  # keep the k most likely tokens
-    top_p: float | None = None  # keep the smallest set whose probability reaches p
-    stop: tuple[tuple[int, ...], ...] = field(default_factory=tuple)  # token-id sequences
-    eos_id: int | None = None
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must lie in (0, 1] or be None, got {self.top_p}")
-        if any(len(s) == 0 for s in self.stop):
-            raise ValueError("stop sequences must not be empty")
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -253,101 +241,25 @@ def token_logprobs(
     return out
 
 
-@dataclass(frozen=True)
-class TextSampling:
-    """What a text batch asks of the model, as the user gives it: the maximum length in tokens
-    (characters for the character-level models), temperature (0 is greedy), top-k, top-p, and
-    stop sequences as strings (the text is cut before the first one)."""
-
-    max_new_tokens: int = 200
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    stop: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        if isinstance(self.stop, str):
-            raise ValueError(f"stop must be a list of strings, got the string {self.stop!r}")
-        object.__setattr__(self, "stop", tuple(self.stop))
-        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
-            raise ValueError(
-                f"max_new_tokens must lie in [1, {MAX_NEW_TOKENS}], got {self.max_new_tokens}"
-            )
-        if not math.isfinite(self.temperature):
-            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
-        if any(not isinstance(s, str) or not s for s in self.stop):
-            raise ValueError(f"stop sequences must be non-empty strings, got {list(self.stop)}")
-        SamplingParams(  # the same range checks as the sampler's
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-        )
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "stop": list(self.stop)}
-
-
-def sampling_options(
-    temperature: float | None = None,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    max_new_tokens: int | None = None,
-    stop: Sequence[str] | None = None,
-) -> dict:
-    """The TextSampling fields a caller gave (not None or empty): the rest keep defaults."""
-    given = {
-        "temperature": temperature,
-        "top_k": top_k,
-        "top_p": top_p,
-        "max_new_tokens": max_new_tokens,
-        "stop": list(stop) if stop else None,
-    }
-    return {k: v for k, v in given.items() if v is not None}
-
-
-class PromptFileError(ValueError):
-    """A prompt file cannot be read or holds no prompts."""
-
-
-def load_prompts(path: str | Path) -> list[str]:
-    """Prompts from a UTF-8 text file, one per line (the line ending removed, other whitespace
-    kept); blank lines are skipped. A prompt cannot span lines."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise PromptFileError(f"prompt file {p}: no such file") from None
-    except IsADirectoryError:
-        raise PromptFileError(f"prompt file {p} is a folder: give a text file") from None
-    except OSError as e:
-        raise PromptFileError(f"cannot read prompt file {p}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise PromptFileError(
-            f"prompt file {p} is not UTF-8 text (line {line}, byte {e.start}): save it as UTF-8"
-        ) from None
-    prompts = [ln.removesuffix("\r") for ln in text.split("\n")]
-    prompts = [ln for ln in prompts if ln.strip()]
-    if not prompts:
-        raise PromptFileError(f"prompt file {p} has no prompts: write one prompt per line")
-    return prompts
-
-
 def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
+    if isinstance(v, list | tuple | np.ndarray):
+        return False
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
 class TextGenerator:
     """A character-level language model ready to sample and score.
 
-    Request (`predict`): a DataFrame with columns `prompt` (text; empty starts a new document),
-    `max_new_tokens` and `seed`; optional `temperature` (default 1.0, 0 is greedy), `top_k`,
-    `top_p` and `stop` (a stop string, or a list of them). One row per request.
-    Response: one row per request: `request`, `prompt`, `seed`, `text` (the continuation, without
-    the prompt and the stop string) and `finish_reason` ("length" or "stop").
+    Request (`predict`): a DataFrame with a `prompt` column (text; empty starts a new document),
+    one row per prompt, and `params`, the sampling options of the whole request (`PREDICT_PARAMS`:
+    temperature, top_k, top_p, max_new_tokens, stop, seed). A row may still give an option as a
+    column of the same name (the request shape before params): where a row has a value, it wins
+    for that row. Row i draws from the i-th stream of the request's seed (as `generate` with one
+    seed: equal prompts get different texts); a row with its own `seed` draws from that seed's
+    first stream, so a one-row request answers the same either way.
+    Response: one row per prompt: `request` (the row), `prompt`, `seed` (the row's seed, as given),
+    `text` (the continuation, without the prompt and the stop string) and `finish_reason`
+    ("length" or "stop").
 
     Batches use `generate` (one seed per prompt, prompts of equal length sampled together) and
     `score` (each text's mean nats per character under the model, given its prompt: the log of
@@ -471,27 +383,36 @@ class TextGenerator:
                             out[i] = float(-logp[r, len(contexts[i]) - 1 :].mean())
         return out
 
-    def predict(self, request: pd.DataFrame) -> pd.DataFrame:
+    def predict(
+        self, request: pd.DataFrame, params: Mapping[str, Any] | None = None
+    ) -> pd.DataFrame:
+        base = request_options(params)
+        if "prompt" not in request.columns:
+            raise RequestError(
+                f"a text request needs a 'prompt' column; got columns {list(request.columns)}"
+            )
         rows = []
         for req, row in enumerate(request.to_dict("records")):
-            temperature = row.get("temperature")
-            top_k, top_p, stop = row.get("top_k"), row.get("top_p"), row.get("stop")
-            if stop is None or isinstance(stop, float):  # missing in this row
-                stop = ()
+            opts, own_seed = dict(base), False
+            for name in PREDICT_PARAMS:
+                if name in row and not _missing(row[name]):
+                    opts[name] = request_option(name, row[name], f"in row {req}")
+                    own_seed = own_seed or name == "seed"
+            prompt = str(row["prompt"])
             ((text, reason),) = self.generate(
-                [str(row["prompt"])],
-                int(row["max_new_tokens"]),
-                int(row["seed"]),
-                1.0 if _missing(temperature) else float(temperature),
-                None if _missing(top_k) else int(top_k),
-                None if _missing(top_p) else float(top_p),
-                (stop,) if isinstance(stop, str) else tuple(stop),
+                [prompt],
+                opts["max_new_tokens"],
+                [shard_seed(opts["seed"], 0 if own_seed else req)],
+                opts["temperature"],
+                opts["top_k"] or None,  # 0: every token
+                opts["top_p"],
+                opts["stop"],
             )
             rows.append(
                 {
                     "request": req,
-                    "prompt": str(row["prompt"]),
-                    "seed": int(row["seed"]),
+                    "prompt": prompt,
+                    "seed": opts["seed"],
                     "text": text,
                     "finish_reason": reason,
                 }

@@ -12,21 +12,26 @@ Embedding (V -> E) -> 2-layer LSTM (H, dropout between layers) -> Dropout -> Lin
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
+from pydantic.dataclasses import dataclass
 from torch import nn
 from torch.nn import functional as F
 
+from aigc_core.config_types import CONFIG, BelowOne, DerivedStr, PositiveInt
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, config=CONFIG)
 class CharLSTMConfig:
-    vocab: str  # the characters, in id order (see aigc_core.models.chars)
-    embed_dim: int = 64
-    hidden: int = 256
-    layers: int = 2
-    dropout: float = 0.2
-    block_size: int = 128  # training window length (BPTT length)
+    vocab: DerivedStr
+    """the characters in id order (aigc_core.models.chars), filled in from the training text"""
+    embed_dim: PositiveInt = 64
+    hidden: PositiveInt = 256
+    layers: PositiveInt = 2
+    dropout: BelowOne = 0.2
+    block_size: PositiveInt = 128
+    """training window length (BPTT length)"""
 
     @property
     def vocab_size(self) -> int:

@@ -15,22 +15,29 @@ Discriminator: Conv 64 5x5/2 -> LeakyReLU(0.2) -> Dropout(0.3) -> Conv 128 5x5/2
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
+from pydantic.dataclasses import dataclass
 from torch import nn
 from torch.nn import functional as F
 
+from aigc_core.config_types import CONFIG, BelowOne, PositiveInt, Probability
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, config=CONFIG)
 class DCGANConfig:
-    z_dim: int = 100
-    g_width: int = 128  # channels of every generator conv block (the seed: 128)
-    d_width: int = 64  # channels of the first discriminator conv; the second has twice as many
-    image_size: int = 28
-    channels: int = 1
-    bn_momentum: float = 0.2  # torch convention (weight of the new batch statistic)
-    dropout: float = 0.3
+    z_dim: PositiveInt = 100
+    g_width: PositiveInt = 128
+    """channels of every generator conv block (the seed: 128)"""
+    d_width: PositiveInt = 64
+    """channels of the first discriminator conv; the second has twice as many"""
+    image_size: PositiveInt = 28
+    """height and width, a multiple of 4"""
+    channels: PositiveInt = 1
+    bn_momentum: Probability = 0.2
+    """torch convention (the weight of the new batch statistic)"""
+    dropout: BelowOne = 0.3
 
     def __post_init__(self):
         if self.image_size % 4:

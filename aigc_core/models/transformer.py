@@ -16,24 +16,30 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
+from pydantic.dataclasses import dataclass
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from aigc_core.config_types import CONFIG, BelowOne, DerivedStr, PositiveInt
+
 Picker = Callable[[torch.Tensor], torch.Tensor]  # logits (B, V) -> token ids (B, 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=CONFIG)
 class TransformerConfig:
-    vocab: str  # the characters, in id order (see aigc_core.models.chars)
-    block_size: int = 128  # context length
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.1
+    vocab: DerivedStr
+    """the characters in id order (aigc_core.models.chars), filled in from the training text"""
+    block_size: PositiveInt = 128
+    """context length"""
+    n_layer: PositiveInt = 4
+    n_head: PositiveInt = 4
+    n_embd: PositiveInt = 128
+    """a multiple of n_head"""
+    dropout: BelowOne = 0.1
 
     def __post_init__(self):
         if self.n_embd % self.n_head:

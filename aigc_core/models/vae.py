@@ -16,20 +16,26 @@ The decoder alone is the generator that is served: `VAEDecoder(z)` maps (B, z) t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
+from pydantic.dataclasses import dataclass
 from torch import nn
 from torch.nn import functional as F
 
+from aigc_core.config_types import CONFIG, NonNegativeFloat, PositiveInt
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, config=CONFIG)
 class VAEConfig:
-    z_dim: int = 16
-    width: int = 32  # channels of the first conv; the second has twice as many
-    image_size: int = 28
-    channels: int = 1
-    beta: float = 1.0  # weight of the KL term
+    z_dim: PositiveInt = 16
+    width: PositiveInt = 32
+    """channels of the first conv; the second has twice as many"""
+    image_size: PositiveInt = 28
+    """height and width, a multiple of 4"""
+    channels: PositiveInt = 1
+    beta: NonNegativeFloat = 1.0
+    """weight of the KL term"""
 
     def __post_init__(self):
         if self.image_size % 4:

@@ -10,44 +10,48 @@ handed; nothing here knows about MLflow or Prefect, nor any family by name.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from aigc_core import settings
 from aigc_core.families.base import Family, TrainData
 from aigc_core.models.io import CONFIG, WEIGHTS, read_config, read_weights
 from aigc_core.training import ddp
 from aigc_core.training.checkpoint import CheckpointError, load_latest, save_checkpoint
 from aigc_core.training.loop import capture, fit, restore
 
-__all__ = ["TrainData", "TrainResult", "train_config", "train_model"]
+__all__ = ["TrainData", "TrainResult", "configs", "train_config", "train_model"]
 
 log = logging.getLogger(__name__)
 
 
+def configs(
+    family: Family,
+    preset_name: str,
+    overrides: dict | None = None,
+    model_overrides: dict | None = None,
+) -> tuple[Any, Any]:
+    """(model config, train config) of the preset with the overrides applied: `overrides`
+    sets train-config fields (e.g. {"steps": 50}: `steps`, the total number of steps, is a
+    field of every family's train config), `model_overrides` model-config fields (e.g.
+    {"g_width": 32}); a config file's `train` and `model` sections. Checked by
+    `aigc_core.settings.resolve`: an unknown key, a wrong type, a value out of range or a
+    data-dependent field (a vocabulary) raises `SettingsError` (a ValueError) naming it."""
+    sections = {"model": model_overrides or {}, "train": overrides or {}}
+    resolved = settings.resolve(family, preset_name, sections)
+    return resolved.model_cfg, resolved.train_cfg
+
+
 def train_config(family: Family, preset_name: str, overrides: dict | None = None):
-    """The preset's train config with `overrides` applied, checked: every key must be a field
-    of the family's train config, and `steps` (the total number of steps, a field of every
-    family's config) a positive integer."""
-    cfg = family.preset(preset_name).train
-    if not overrides:
-        return cfg
-    fields = {f.name for f in dataclasses.fields(cfg)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(
-            f"unknown training setting(s) {', '.join(map(repr, unknown))} for {family.name}; "
-            f"choose from {', '.join(sorted(fields))}"
-        )
-    steps = overrides.get("steps")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a whole number of at least 1, got {steps!r}")
-    return dataclasses.replace(cfg, **overrides)
+    """The preset's train config with `overrides` (train-config fields) applied, checked (see
+    `configs`)."""
+    return configs(family, preset_name, overrides)[1]
 
 
 @dataclass
@@ -78,6 +82,7 @@ def train_model(
     resume: bool = False,
     init_from: Path | None = None,
     overrides: dict | None = None,
+    model_overrides: dict | None = None,
     keep: int = 3,
     on_log: Callable[[int, dict], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
@@ -91,11 +96,14 @@ def train_model(
     whose weights start the run (a warm start: fresh optimizers, the model's own config).
     stop: polled between steps (see `loop.fit`): a stop writes a checkpoint and raises
     `Interrupted`. (A caller whose start-up may see a signal checks before calling this.)
-    overrides: train-config fields to change (e.g. {"steps": 50, "checkpoint_every": 10}),
-    checked by `train_config`; `steps` sets the total number of steps of every family.
+    overrides: train-config fields to change (e.g. {"steps": 50, "checkpoint_every": 10});
+    `steps` sets the total number of steps of every family. model_overrides: model-config
+    fields (e.g. {"g_width": 32}); a warm start keeps its model's config, so both together
+    are an error. Both are checked by `configs`, before anything is read; a resumed run
+    continues with the configs stored in its checkpoint.
     """
     name = family.name
-    model_cfg, train_cfg = family.preset(preset_name)
+    model_cfg, train_cfg = configs(family, preset_name, overrides, model_overrides)
     checkpoint_dir = Path(checkpoint_dir)
     latest = None
     if resume:
@@ -119,8 +127,13 @@ def train_model(
                 raise ValueError(
                     f"--init-from {init_from} is a {saved.get('family')} model, not {name}"
                 )
+            if model_overrides:
+                keys = ", ".join(f"model.{k}" for k in model_overrides)
+                raise settings.SettingsError(
+                    f"--init-from {init_from}: a warm start keeps the saved model's config; "
+                    f"drop the model settings ({keys})"
+                )
             model_cfg = family.model_config(saved)  # the warm-started model's own architecture
-        train_cfg = train_config(family, preset_name, overrides)
         model_cfg = family.prepare(model_cfg, data)  # e.g. a language model's vocabulary
 
     job = family.build_job(model_cfg, train_cfg, data, device)

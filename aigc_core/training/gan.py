@@ -14,9 +14,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import pydantic.dataclasses
 import torch
 from torch import nn
 
+from aigc_core.config_types import (
+    CONFIG,
+    BelowOne,
+    Bool,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
 from aigc_core.models.dcgan import DCGANConfig, Discriminator, Generator
 from aigc_core.training import ddp
 from aigc_core.training.device import autocast, bf16_supported
@@ -25,22 +34,27 @@ from aigc_core.training.loop import fit, optimizer_kwargs
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(frozen=True, config=CONFIG)
 class GANTrainConfig:
     """Training settings of the DCGAN. It runs `epochs * steps_per_epoch` steps (the seed's
     terms; batches are drawn at random, so an epoch is a logging period) unless `steps` sets
     the total, the setting every family shares (`aigc train --steps`)."""
 
-    batch_size: int = 128
-    epochs: int = 100
-    steps_per_epoch: int = 1000
-    steps: int = 0  # total steps; 0: epochs * steps_per_epoch
-    lr: float = 1e-4
-    beta1: float = 0.9
-    beta2: float = 0.999
-    seed: int = 0
-    bf16: bool = True  # used only where the device supports it
-    checkpoint_every: int = 0  # steps; 0: only at the end (and on SIGTERM)
+    batch_size: PositiveInt = 128
+    epochs: PositiveInt = 100
+    steps_per_epoch: PositiveInt = 1000
+    """steps per epoch, the logging period"""
+    steps: NonNegativeInt = 0
+    """total steps; 0: epochs * steps_per_epoch"""
+    lr: PositiveFloat = 1e-4
+    """Adam's learning rate, both networks"""
+    beta1: BelowOne = 0.9
+    beta2: BelowOne = 0.999
+    seed: NonNegativeInt = 0
+    bf16: Bool = True
+    """used only where the device supports it"""
+    checkpoint_every: NonNegativeInt = 0
+    """steps; 0: only at the end (and on SIGTERM)"""
 
     @property
     def total_steps(self) -> int:

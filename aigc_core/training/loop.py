@@ -21,37 +21,54 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
 import torch
+from pydantic.dataclasses import dataclass
 from torch import nn
 
+from aigc_core.config_types import (
+    CONFIG,
+    Bool,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+)
 from aigc_core.training import ddp
 from aigc_core.training.checkpoint import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=CONFIG)
 class TrainConfig:
     """Training settings of the VAE and the language models (the DCGAN has GANTrainConfig)."""
 
-    batch_size: int = 64
-    steps: int = 1000
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1  # cosine decay to lr * min_lr_ratio
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0  # 0: off
-    log_every: int = 50
-    eval_every: int = 0  # 0: at every log point (language models and the VAE)
-    eval_batches: int = 8
-    checkpoint_every: int = 0  # 0: only at the end (and on SIGTERM)
-    seed: int = 0
-    bf16: bool = True  # used only where the device supports it
-    compile: bool = False  # torch.compile: only where measured to help
+    batch_size: PositiveInt = 64
+    steps: PositiveInt = 1000
+    lr: PositiveFloat = 1e-3
+    """peak learning rate"""
+    min_lr_ratio: Probability = 0.1
+    """cosine decay to lr * min_lr_ratio"""
+    warmup_steps: NonNegativeInt = 0
+    weight_decay: NonNegativeFloat = 0.0
+    grad_clip: NonNegativeFloat = 1.0
+    """gradient norm clip; 0: off"""
+    log_every: PositiveInt = 50
+    eval_every: NonNegativeInt = 0
+    """0: at every log point (language models and the VAE)"""
+    eval_batches: PositiveInt = 8
+    checkpoint_every: NonNegativeInt = 0
+    """0: only at the end (and on SIGTERM)"""
+    seed: NonNegativeInt = 0
+    bf16: Bool = True
+    """used only where the device supports it"""
+    compile: Bool = False
+    """torch.compile: only where measured to help"""
 
     @property
     def total_steps(self) -> int:

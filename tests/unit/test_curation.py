@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from aigc_core.curation.images import ImagePolicy, curate_images
+from aigc_core.curation.images import curate_images
+from aigc_core.curation.policy import ImagePolicy
 
 
 def test_low_confidence_and_duplicates_are_rejected_with_reasons():
@@ -123,9 +124,44 @@ def test_policy_files_yaml_and_json(tmp_path):
     with pytest.raises(PolicyError, match="min_confidense.*known: max_duplicate_bits"):
         load_policy(bad)
     bad.write_text("image:\n  min_confidence: 2\n")
-    with pytest.raises(PolicyError, match="min_confidence must lie in"):
+    with pytest.raises(PolicyError, match=r"bad.yaml: image.min_confidence: .* to 1 \(got 2\)"):
         load_policy(bad)
     with pytest.raises(PolicyError, match="must end in"):
         load_policy(tmp_path / "p.toml")
     with pytest.raises(PolicyError, match="cannot read"):
         load_policy(tmp_path / "missing.yaml")
+
+
+def test_policy_values_are_checked_and_yaml_numbers_read_as_yaml_1_2(tmp_path):
+    y = tmp_path / "p.yaml"
+    # 2e-2 is a string in YAML 1.1 (PyYAML's default): a threshold must not become one
+    y.write_text("image:\n  min_train_distance: 2e-2\n  max_duplicate_bits: null\ntext: null\n")
+    p = load_policy(y)
+    assert p.image.min_train_distance == 0.02 and p.image.max_duplicate_bits is None
+    assert p.text == Policy().text  # an empty section keeps the defaults
+    for text, match in (
+        ("image:\n  max_duplicate_bits: 65\n", r"image.max_duplicate_bits: .* to 64 \(got 65\)"),
+        ("image:\n  max_duplicate_bits: 2.5\n", r"image.max_duplicate_bits: .*valid integer"),
+        ("image:\n  min_confidence: yes\n", r"image.min_confidence: .*valid number"),
+        ("text:\n  pii: [ssn]\n", r"text.pii.0: Input should be 'email', 'phone'"),
+        ("text:\n  min_words: 9\n  max_words: 3\n", r"text: min_words \(9\) is more than"),
+        ("video:\n  fps: 3\n", r"unknown section\(s\) \['video'\]"),
+        ("image: [0.5]\n", r"section image must be a mapping"),
+        ("- image\n", r"expected a mapping"),
+    ):
+        y.write_text(text)
+        with pytest.raises(PolicyError, match=match):
+            load_policy(y)
+
+
+def test_policy_json_schema_describes_the_file():
+    schema = Policy.json_schema()
+    image = schema["$defs"]["ImagePolicy"]
+    assert image["additionalProperties"] is False  # a typo is an error in an editor too
+    conf = image["properties"]["min_confidence"]
+    assert {"maximum": 1, "minimum": 0, "type": "number"} in conf["anyOf"]
+    assert {"type": "null"} in conf["anyOf"] and conf["default"] == 0.9
+    assert "top-class probability" in conf["description"]
+    pii = schema["$defs"]["TextPolicy"]["properties"]["pii"]
+    assert pii["items"]["enum"] == ["email", "phone", "ipv4", "credit_card"]
+    assert set(schema["properties"]) == {"image", "text"}

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from aigc_core.curation.policy import TextPolicy
 from aigc_core.curation.text import (
-    TextPolicy,
     blocklist_hits,
     curate_texts,
     duplicate_line_fractions,
@@ -142,12 +142,19 @@ def test_minhash_near_duplicates_use_an_earlier_item():
 
 
 def test_policy_validation():
-    with pytest.raises(ValueError, match="unknown PII"):
+    with pytest.raises(ValueError, match="pii.0\n.*'email', 'phone', 'ipv4' or 'credit_card'"):
         TextPolicy(pii=("ssn",))
     with pytest.raises(ValueError, match="minhash_threshold"):
         TextPolicy(minhash_threshold=0)
-    p = TextPolicy(max_top_ngram_fraction={"2": 0.3})
-    assert p.max_top_ngram_fraction == {2: 0.3}
+    with pytest.raises(ValueError, match="max_top_ngram_fraction.2\n.*less than or equal to 1"):
+        TextPolicy(max_top_ngram_fraction={2: 1.5})
+    with pytest.raises(ValueError, match="blocklist.0\n.*valid string"):
+        TextPolicy(blocklist=[True])  # YAML's `yes` is not a word to block
+    with pytest.raises(ValueError, match="minhash_num_perm\n.*valid integer"):
+        TextPolicy(minhash_num_perm=128.5)
+    p = TextPolicy(max_top_ngram_fraction={"2": 0.3}, blocklist=["x"], pii=["email"])
+    assert p.max_top_ngram_fraction == {2: 0.3}  # JSON's string keys are n-gram lengths
+    assert p.blocklist == ("x",) and p.pii == ("email",)
     assert TextPolicy(**p.to_dict()) == p
 
 
@@ -157,5 +164,5 @@ def test_an_empty_text_has_no_perplexity_and_says_so():
     assert df["reason"].tolist() == ["", "no_perplexity"]
     with pytest.raises(ValueError, match="min_perplexity .* is more than max_perplexity"):
         TextPolicy(min_perplexity=9.0, max_perplexity=3.0)
-    with pytest.raises(ValueError, match="min_words must be >= 0"):
+    with pytest.raises(ValueError, match="min_words\n.*greater than or equal to 0"):
         TextPolicy(min_words=-1)

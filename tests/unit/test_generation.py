@@ -9,7 +9,6 @@ import torch
 from aigc_core.generation.images import generate_images
 from aigc_core.generation.shards import part_name, plan_shards, shard_seed
 from aigc_core.generation.text import (
-    SamplingParams,
     apply_temperature,
     cut_at_stop,
     find_stop,
@@ -18,6 +17,7 @@ from aigc_core.generation.text import (
     top_k_filter,
     top_p_filter,
 )
+from aigc_core.generation.text_options import SamplingParams
 from aigc_core.models.dcgan import DCGANConfig, Generator
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from aigc_core import families
-from aigc_core.generation.text import SamplingParams, next_token
+from aigc_core.generation.text import next_token
+from aigc_core.generation.text_options import SamplingParams
 from aigc_core.models.charlstm import CharLSTM, CharLSTMConfig
 from aigc_core.models.chars import build_vocab, decode, encode
 from aigc_core.models.io import load_model, save_model

@@ -11,7 +11,7 @@ import torch
 from aigc_core import families
 from aigc_core.generation.images import ImageGenerator
 from aigc_core.generation.shards import shard_seed
-from aigc_core.generation.text import PREDICT_PARAMS, RequestError
+from aigc_core.generation.text_options import PREDICT_PARAMS, RequestError
 from aigc_core.models.charlstm import CharLSTM, CharLSTMConfig
 from aigc_core.models.chars import build_vocab
 from aigc_core.models.dcgan import DCGANConfig, Generator

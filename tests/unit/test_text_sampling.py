@@ -7,14 +7,13 @@ import math
 import pytest
 import torch
 
-from aigc_core.generation.text import (
+from aigc_core.generation.text import sample_tokens, token_logprobs
+from aigc_core.generation.text_options import (
     MAX_NEW_TOKENS,
     PromptFileError,
     SamplingParams,
     TextSampling,
     load_prompts,
-    sample_tokens,
-    token_logprobs,
 )
 
 

@@ -140,13 +140,14 @@ def test_warm_start_loads_the_saved_model_and_keeps_its_vocabulary(tmp_path):
     save_model(tmp_path / "model", module, cfg)
     warm = engine.train_model(
         families.get("transformer"), "smoke", engine.TrainData(text=TEXT[:600]), CPU,
-        tmp_path / "b", init_from=tmp_path / "model", overrides={"steps": 1, "lr": 0.0},
+        tmp_path / "b", init_from=tmp_path / "model", overrides={"steps": 1, "lr": 1e-12},
     )  # fmt: skip
     assert warm.model_cfg.vocab == first.model_cfg.vocab
     for a, b in zip(
         module.state_dict().values(), warm.job.model.state_dict().values(), strict=True
     ):
-        assert torch.equal(a, b)  # lr 0: the weights are exactly the warm-start ones
+        # lr 1e-12 (lr must be > 0): the weights are the warm-start ones, not a fresh init
+        assert torch.allclose(a, b, rtol=0, atol=1e-9)
     with pytest.raises(ValueError, match="is a transformer model, not charlstm"):
         engine.train_model(
             families.get("charlstm"), "smoke", engine.TrainData(text=TEXT), CPU, tmp_path / "c",
@@ -235,12 +236,47 @@ def test_steps_option_works_for_every_family(tmp_path, family):
 
 
 def test_bad_training_settings_are_clear_errors():
-    with pytest.raises(ValueError, match="steps must be a whole number of at least 1, got 0"):
-        engine.train_config(families.get("dcgan"), "smoke", {"steps": 0})
-    with pytest.raises(ValueError, match="unknown training setting.*'iterations' for vae"):
+    with pytest.raises(ValueError, match=r"train.steps: .*greater than or equal to 1 \(got 0\)"):
+        engine.train_config(families.get("vae"), "smoke", {"steps": 0})
+    with pytest.raises(ValueError, match=r"train.steps: .*valid integer \(got True\)"):
+        engine.train_config(families.get("dcgan"), "smoke", {"steps": True})
+    with pytest.raises(ValueError, match="train.iterations: unknown train setting of vae; allowed"):
         engine.train_config(families.get("vae"), "smoke", {"iterations": 5})
+    # the DCGAN's steps=0 is its documented default: epochs * steps_per_epoch
+    gan = engine.train_config(families.get("dcgan"), "smoke", {"steps": 0})
+    assert gan.total_steps == gan.epochs * gan.steps_per_epoch
     # a DCGAN checkpoint written before `steps` existed still loads; its length is unchanged
     dcgan = families.get("dcgan")
     _, cfg = dcgan.preset("smoke")
     old = {k: v for k, v in cfg.to_dict().items() if k != "steps"}
     assert dcgan.train_config(old).total_steps == cfg.epochs * cfg.steps_per_epoch
+
+
+def test_model_settings_reach_the_trained_model_and_its_checkpoint(tmp_path):
+    """A config file's `model` section changes what is trained (`engine.configs`, the call
+    the train task makes), is stored in the checkpoint, and is checked before anything runs."""
+    family = families.get("dcgan")
+    train = {"steps": 1, "bf16": False}
+    model_cfg, train_cfg = engine.configs(family, "smoke", train, {"g_width": 4})
+    assert model_cfg.g_width == 4 and train_cfg.total_steps == 1
+    images = torch.rand(16, 1, 28, 28)
+    data = engine.TrainData(images=images, val_images=images[:4])
+    r = engine.train_model(
+        family, "smoke", data, CPU, tmp_path / "a", overrides=train, model_overrides={"g_width": 4}
+    )
+    module, cfg = r.served_module()
+    assert r.model_cfg == model_cfg and cfg["g_width"] == 4
+    assert module.net[0].out_features == 7 * 7 * 4  # the generator is 4 channels wide
+    stored = torch.load(r.last_checkpoint, weights_only=True)["config"]
+    assert stored["model"]["g_width"] == 4  # a resume goes on with the same settings
+    save_model(tmp_path / "model", module, cfg)
+    with pytest.raises(engine.settings.SettingsError, match="a warm start keeps the saved model"):
+        engine.train_model(
+            family, "smoke", data, CPU, tmp_path / "b", init_from=tmp_path / "model",
+            overrides=train, model_overrides={"g_width": 8},
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"model.g_width: .*greater than or equal to 1"):
+        engine.train_model(
+            family, "smoke", data, CPU, tmp_path / "c", model_overrides={"g_width": 0}
+        )
+    assert not (tmp_path / "c").exists()  # refused before anything was written

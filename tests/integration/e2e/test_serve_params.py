@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from aigc_core.generation.text import PREDICT_PARAMS
+from aigc_core.generation.text_options import PREDICT_PARAMS
 from aigc_core.models.charlstm import CharLSTM, CharLSTMConfig
 from aigc_core.models.chars import build_vocab
 from aigc_core.models.io import save_model
