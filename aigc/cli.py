@@ -3,16 +3,21 @@
 Thin: settings, progress and output; flows do the work.
 
 Everything the CLI prints for people goes to stderr (progress, errors); stdout carries the
-summary table, or with --json exactly one JSON object.
+summary table, or with --json exactly one JSON object. Exit codes: one table for every command
+(`aigc.exit_codes`, README "Exit codes"). Arguments are checked before anything slow starts
+(`aigc.preflight`): a mistyped call starts no Prefect server and leaves no flow run behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,17 +28,36 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aigc import embedded
-from aigc_core import names
+from aigc import completion, embedded, exit_codes, preflight, registry_lookup
+from aigc_core import names, provenance
 from aigc_core.paths import Home
+from aigc_core.training import interrupt  # the standard library only: cheap
 
-app = typer.Typer(
-    no_args_is_help=True,
-    add_completion=False,
-    help="Data -> generative models -> curated content, orchestrated by Prefect.",
-)
 err = Console(stderr=True)
 out = Console()
+
+
+class _App(typer.Typer):
+    """Typer's app, where a stop by SIGTERM or SIGINT (Ctrl-C) ends any command with exit 75 and
+    one line (Typer alone exits 130 on Ctrl-C, and SIGTERM kills the process without a word).
+    `run` and `train` handle the signals themselves, with their own advice."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except interrupt.StopRequested as e:
+            err.print(
+                f"[bold red]error:[/] {escape(str(e))} before the command was done; rerun it "
+                f"to go on",
+                highlight=False,
+            )
+            sys.exit(exit_codes.INTERRUPTED)
+
+
+app = _App(
+    no_args_is_help=True,
+    help="Data -> generative models -> curated content, orchestrated by Prefect.",
+)
 
 
 def _settings(home: Home, verbose: bool) -> None:
@@ -45,6 +69,9 @@ def _settings(home: Home, verbose: bool) -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO" if verbose else "CRITICAL",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        # the project's loggers go to each flow run's log in Prefect too
+        "PREFECT_LOGGING_EXTRA_LOGGERS": ",".join(provenance.PACKAGES),
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # e.g. `aigc train`: no flow run
         "GX_ANALYTICS_ENABLED": "false",
         "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
         "GIT_PYTHON_REFRESH": "quiet",
@@ -87,7 +114,7 @@ def open_home(home: Path | None, verbose: bool) -> Home:
     try:
         h.ensure()
     except OSError as e:
-        raise _fail(f"cannot use {h.root} as the aigc home: {e}", 2) from None
+        raise _fail(f"cannot use {h.root} as the aigc home: {e}", exit_codes.USAGE) from None
     _settings(h, verbose)
     return h
 
@@ -127,11 +154,36 @@ def progress_bars(transient: bool = False) -> Iterator[None]:
 
 
 @app.callback()
-def main() -> None:
+def main(ctx: typer.Context) -> None:
     """aigc-pipeline: data -> generative models -> curated content."""
+    _stop_on_signals(ctx)
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
+OWN_SIGNALS = ("run", "train")  # commands that handle SIGTERM and SIGINT themselves
+
+
+def _stop_on_signals(ctx: typer.Context) -> None:
+    """For the command's life, SIGTERM and SIGINT raise `interrupt.StopRequested` (exit 75, see
+    `_App`); the handlers before it come back when the command ends (tests call commands
+    in-process). `run` and `train` install their own first thing, with their own advice."""
+    if ctx.invoked_subcommand in OWN_SIGNALS:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, frame):
+        raise interrupt.StopRequested(f"stopped by {signal.Signals(signum).name}")
+
+    previous = {s: signal.signal(s, stop) for s in interrupt.SIGNALS}
+
+    def restore() -> None:
+        for s, h in previous.items():
+            signal.signal(s, signal.SIG_DFL if h is None else h)
+
+    ctx.call_on_close(restore)
+
+
+def _fail(message: str, code: int = exit_codes.FAILED) -> typer.Exit:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
@@ -142,7 +194,33 @@ def _name(check, value):
     try:
         return check(value)
     except names.InvalidName as e:
-        raise _fail(str(e), 2) from None
+        raise _fail(str(e), exit_codes.USAGE) from None
+
+
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """Checks of the user's input: a ValueError (a bad name, option, file, unknown family,
+    preset, model, version or alias, bad settings) is a usage error, exit 2; a registry that
+    could not be read is exit 1."""
+    try:
+        yield
+    except registry_lookup.RegistryUnavailable as e:
+        raise _fail(str(e), exit_codes.FAILED) from None
+    except ValueError as e:
+        raise _fail(str(e), exit_codes.USAGE) from None
+
+
+MODEL_FAMILY_HELP = (
+    "Model family: dcgan or vae (images), charlstm or transformer (text), or a plugin's "
+    "(`aigc families`)."
+)
+CONFIG_OPTION_HELP = (
+    "Settings file (YAML or JSON) with sections model, train, curation (`aigc config schema`)."
+)
+SET_OPTION_HELP = (
+    "One setting, e.g. train.lr=2e-4 or curation.image.min_confidence=0.8; repeatable; wins "
+    "over --config."
+)
 
 
 @app.command()
@@ -151,9 +229,10 @@ def run(
         "cpu",
         help="Training preset: smoke (seconds), cpu (minutes), gpu; for dcgan also seed "
         "(the seed's full recipe, for a GPU).",
+        autocompletion=completion.presets,
     ),
     family: str = typer.Option(
-        "dcgan", "--model", help="Model family: dcgan or vae (images), charlstm or transformer."
+        "dcgan", "--model", help=MODEL_FAMILY_HELP, autocompletion=completion.families
     ),
     dataset: str = typer.Option(
         None,
@@ -166,13 +245,21 @@ def run(
     init_from: str = typer.Option(
         None, help="Warm start, e.g. models:/aigc-dcgan-digits@champion (nightly fine-tuning)."
     ),
+    config: Path = typer.Option(None, "--config", help=CONFIG_OPTION_HELP),
+    sets: list[str] = typer.Option(None, "--set", help=SET_OPTION_HELP),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Train even when a registered version has this snapshot, config and code.",
+    ),
     n: int = typer.Option(256, "--n", min=1, help="Items to generate from the champion."),
     seed: int = typer.Option(0, help="Seed of the content batch."),
     min_confidence: float = typer.Option(
-        0.9,
+        None,
         min=0.0,
         max=1.0,
-        help="Curation: keep images the evaluator recognizes with at least this confidence.",
+        help="Curation: keep images the evaluator recognizes with at least this confidence "
+        "(wins over curation.image.min_confidence; default 0.9).",
     ),
     home: Path = typer.Option(
         None, envvar="AIGC_HOME", help="Where snapshots, MLflow and content go (default ./.aigc)."
@@ -181,20 +268,21 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library logs."),
 ) -> None:
     """Run the nightly pipeline once, embedded: ingest, validate, train, evaluate, register,
-    promote, generate and curate. SIGTERM or Ctrl-C: exit 75, after a checkpoint when training
-    had begun (a rerun resumes it), otherwise with the stages done so far kept."""
-    from aigc_core.training import interrupt  # the standard library only: cheap
-
+    promote, generate and curate; a night whose snapshot, settings and code match a registered
+    version trains nothing (`--force` trains). SIGTERM or Ctrl-C: exit 75, after a checkpoint
+    when training had begun (a rerun resumes it), otherwise with the stages done so far kept."""
+    args = NightArgs(
+        preset, family, dataset, path, init_from, config, sets or [], force, n, seed,
+        min_confidence, home, verbose,
+    )  # fmt: skip
     # first thing: a signal at any moment after this ends the command with exit 75; the stages
     # around training are safe to cut anywhere (abort at once), training checkpoints first
     with interrupt.stop_on_signals():
         try:
             with interrupt.abort_on_signals():
-                summary = _nightly(
-                    preset, family, dataset, path, init_from, n, seed, min_confidence, home, verbose
-                )
+                summary = _nightly(args)
         except interrupt.StopRequested as e:
-            raise _fail(f"{e}\nRerun `aigc run` to go on.", interrupt.EXIT_INTERRUPTED) from None
+            raise _fail(f"{e}\nRerun `aigc run` to go on.", exit_codes.INTERRUPTED) from None
 
     if as_json:
         print(json.dumps(summary, sort_keys=True))
@@ -204,6 +292,7 @@ def run(
     quality = ("fid", "fid_floor", "evaluator_accuracy") if image else ("bits_per_char",)
     for k in (
         "snapshot_id",
+        "trained",
         "run_id",
         "model_name",
         "model_version",
@@ -217,7 +306,7 @@ def run(
         "n_kept",
         "device",
     ):
-        v = summary[k]
+        v = summary.get(k)
         table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
     out.print(table)
     batch = Path(summary["batch_dir"])
@@ -229,19 +318,29 @@ def run(
 DEFAULT_DATASET = {"image": "digits", "text": "python-docs"}  # by the family's kind
 
 
-def _nightly(preset, family, dataset, path, init_from, n, seed, min_confidence, home, verbose):
+@dataclasses.dataclass(frozen=True)
+class NightArgs:
+    """`aigc run`'s arguments, as given."""
+
+    preset: str
+    family: str
+    dataset: str | None
+    path: Path | None
+    init_from: str | None
+    config: Path | None
+    sets: list[str]
+    force: bool
+    n: int
+    seed: int
+    min_confidence: float | None
+    home: Path | None
+    verbose: bool
+
+
+def _nightly(a: NightArgs) -> dict:
     """`aigc run`'s work: check the input, start Prefect, run the nightly flow; its summary."""
-    h = open_home(home, verbose)
-    from aigc_core import families
-    from aigc_core.training import interrupt
-
-    try:
-        fam = families.get(family)
-        fam.preset(preset)
-        dataset = names.dataset(DEFAULT_DATASET[fam.kind] if dataset is None else dataset)
-    except ValueError as e:
-        raise _fail(str(e), 2) from None
-
+    dataset, overrides = _check_night(a)
+    h = open_home(a.home, a.verbose)
     start_prefect(h)
     with err.status(embedded.starting_message(), spinner="dots"):
         from aigc_core.training.loop import Interrupted
@@ -254,30 +353,50 @@ def _nightly(preset, family, dataset, path, init_from, n, seed, min_confidence, 
         with progress_bars():
             return nightly_retrain(
                 dataset=dataset,
-                preset=preset,
-                family=family,
-                path=str(path) if path else None,
-                init_from=init_from,
-                n_generate=n,
-                seed=seed,
-                min_confidence=min_confidence,
+                preset=a.preset,
+                family=a.family,
+                path=str(a.path) if a.path else None,
+                init_from=a.init_from,
+                n_generate=a.n,
+                seed=a.seed,
+                min_confidence=a.min_confidence,
                 home=str(h.root),
+                config=overrides or None,
+                force=a.force,
             )
     except ContractViolation as e:
         raise _fail(f"validate: {e}\nNothing was trained or registered.") from None
     except Interrupted as e:  # a signal during training: its checkpoint is written
         raise _fail(
             f"{e}\nRerun `aigc run`: training resumes from that checkpoint.",
-            interrupt.EXIT_INTERRUPTED,
+            exit_codes.INTERRUPTED,
         ) from None
     except Exception as e:  # the CLI owns the console: one clear line, details with -v
-        if verbose:
+        if a.verbose:
             err.print_exception()
         raise _fail(f"{type(e).__name__}: {e}") from None
 
 
+def _check_night(a: NightArgs) -> tuple[str, dict]:
+    """Every argument of `aigc run`, before the Prefect server starts: the fast checks first
+    (family and preset from the catalog, names, files, the warm start's model in the registry),
+    then those that load torch (seconds): the settings against the family, a built-in dataset
+    of the family's kind.
+    The dataset name (defaulted by the family's kind) and the settings overrides."""
+    with usage_errors():
+        kind = preflight.family_choice(a.family, a.preset)["kind"]
+        dataset = names.dataset(DEFAULT_DATASET[kind] if a.dataset is None else a.dataset)
+        preflight.existing_path("--path", a.path)
+        preflight.init_from(Home.resolve(a.home), a.init_from)
+        overrides = preflight.overrides(a.config, a.sets)
+        preflight.resolved(a.family, a.preset, overrides)
+        preflight.dataset_source(dataset, a.path, kind)
+    return dataset, overrides
+
+
 # Command groups live in their own modules and register on `app` when imported.
 from aigc import (  # noqa: E402, F401
+    config_commands,
     data_commands,
     family_commands,
     generate_commands,

@@ -2,7 +2,9 @@
 
 `ingest` runs the ingest task's work (`tasks.data.ingest_gated`) in-process, without a Prefect
 run or MLflow (seconds, no server): it reads the source, checks the data contract on the
-in-memory table and publishes the snapshot only if it passes.
+in-memory table and publishes the snapshot only if it passes. Exit codes (`aigc.exit_codes`): 2
+for a bad option, a missing --path or an unknown built-in dataset (checked first); 1 for data
+that cannot be read or breaks its contract (nothing written).
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from aigc.cli import _fail, _name, _settings, app, err, out, progress_bars
+from aigc import exit_codes, preflight
+from aigc.cli import _fail, _name, _settings, app, err, out, progress_bars, usage_errors
 from aigc_core import names
 from aigc_core.paths import Home
 
@@ -23,7 +27,7 @@ from aigc_core.paths import Home
 def _home(home: Path | None, verbose: bool) -> Home:
     h = Home.resolve(home)
     if h.root.exists() and not h.root.is_dir():
-        raise _fail(f"cannot use {h.root} as the aigc home: it is not a folder", 2)
+        raise _fail(f"cannot use {h.root} as the aigc home: it is not a folder", exit_codes.USAGE)
     _settings(h, verbose)
     return h
 
@@ -40,15 +44,20 @@ def ingest(
         help="Your files: MNIST IDX files (.gz or raw), a folder of PNG/JPEG images (class "
         "subfolders as labels), or text (.txt, .jsonl, .csv, .parquet, or a folder of them).",
     ),
-    kind: str = typer.Option(None, help="image or text (default: from the dataset or path)."),
+    kind: Literal["image", "text"] | None = typer.Option(
+        None,
+        help="image or text (default: from the dataset or path).",
+    ),
     text_column: str = typer.Option("text", help="Text column of JSONL, CSV or Parquet files."),
     image_size: int = typer.Option(None, min=4, max=1024, help="Resize images to this square."),
-    mode: str = typer.Option("L", help="Image folders: L (grayscale) or RGB."),
-    bad_bytes: str = typer.Option(
-        "reject", help="Text that is not UTF-8 or holds NUL bytes: reject, or replace and count."
+    mode: Literal["L", "RGB"] = typer.Option("L", help="Image folders: L (grayscale) or RGB."),
+    bad_bytes: Literal["reject", "replace"] = typer.Option(
+        "reject",
+        help="Text that is not UTF-8 or holds NUL bytes: reject, or replace and count.",
     ),
     validation_fraction: float = typer.Option(
-        0.2, min=0.0, max=1.0, help="Share of items in the validation split (by content hash)."
+        0.2,
+        help="Share of items in the validation split (by content hash), between 0 and 1.",
     ),
     home: Path = typer.Option(
         None, envvar="AIGC_HOME", help="Where snapshots go (default: ./.aigc)."
@@ -58,11 +67,20 @@ def ingest(
 ) -> None:
     """Ingest a dataset into a content-addressed snapshot, gated by its data contract."""
     dataset = _name(names.dataset, dataset)
+    with usage_errors():
+        preflight.existing_path("--path", path)
+        if not 0.0 < validation_fraction < 1.0:
+            raise ValueError(
+                f"--validation-fraction {validation_fraction}: give a number in (0, 1)"
+            )
     h = _home(home, verbose)
     if not verbose:  # contract warnings are printed below, once, in the CLI's own words
         logging.getLogger("data_contracts").setLevel(logging.ERROR)
     from aigc_core.data.files import DataSourceError
     from aigc_core.data.snapshot import SnapshotError
+
+    with usage_errors():
+        preflight.dataset_source(dataset, path)
 
     with err.status("loading the data contracts...", spinner="dots"):
         from data_contracts import ContractViolation

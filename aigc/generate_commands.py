@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from aigc import embedded
+from aigc import completion, embedded, exit_codes, preflight
 from aigc.cli import (
     _fail,
     _name,
@@ -19,9 +19,11 @@ from aigc.cli import (
     out,
     progress_bars,
     start_prefect,
+    usage_errors,
     wait_for_prefect,
 )
 from aigc_core import names
+from aigc_core.paths import Home
 
 SAMPLING_FLAGS = {
     "max_new_tokens": "--max-new-tokens",
@@ -38,6 +40,7 @@ def generate(
         ...,
         "--model",
         help="Registered model: NAME (its champion), NAME@ALIAS or NAME/VERSION.",
+        autocompletion=completion.model_refs,
     ),
     n: int = typer.Option(..., "--n", min=1, help="Items to generate."),
     shards: int = typer.Option(
@@ -91,35 +94,18 @@ def generate(
     """Generate a batch from a registered model, shard by shard; score, filter, and publish it
     with a manifest and an HTML review report. A rerun resumes an interrupted batch."""
     model = _name(names.model_ref, model)
-    if dask_address and dask_local:
-        raise _fail("give either --dask-address or --dask-local, not both", 2)
-    if shards is not None and shards > n:
-        raise _fail(f"--shards {shards} is more than --n {n}: use at most {n} shards", 2)
-    for label, path in (("--policy", policy), ("--prompt-file", prompt_file)):
-        if path is not None and not path.is_file():
-            raise _fail(f"{label} {path}: no such file", 2)
-    stops = [_unescape(s) for s in stop or []]
-    h = open_home(home, verbose)
-    from aigc_core.curation.policy import PolicyError, load_policy
-    from aigc_core.generation.text import (
-        PromptFileError,
-        TextSampling,
-        load_prompts,
-        sampling_options,
+    with usage_errors():  # fail before starting anything, the fast checks first
+        if dask_address and dask_local:
+            raise ValueError("give either --dask-address or --dask-local, not both")
+        if shards is not None and shards > n:
+            raise ValueError(f"--shards {shards} is more than --n {n}: use at most {n} shards")
+        preflight.existing_file("--policy", policy)
+        preflight.existing_file("--prompt-file", prompt_file)
+        preflight.model_ref(Home.resolve(home), model)  # the registry, read without MLflow
+    sampling = _check_content_options(
+        policy, prompt_file, temperature, top_k, top_p, max_new_tokens, stop
     )
-
-    sampling = sampling_options(temperature, top_k, top_p, max_new_tokens, stops)
-    try:  # fail before starting anything
-        load_policy(policy)
-        TextSampling(**sampling)
-        if prompt_file is not None:
-            load_prompts(prompt_file)
-    except (PolicyError, PromptFileError) as e:
-        raise _fail(str(e), 2) from None
-    except ValueError as e:  # TextSampling's messages start with the field's name
-        flag = SAMPLING_FLAGS.get(str(e).split()[0], "sampling options")
-        raise _fail(f"{flag}: {e}", 2) from None
-
+    h = open_home(home, verbose)
     start_prefect(h)
     with err.status(embedded.starting_message(), spinner="dots"):
         from flows.batch_generate import run_batch_generate
@@ -140,12 +126,12 @@ def generate(
                 dask_local=dask_local,
                 **sampling,
             )
-    except LookupError as e:
-        raise _fail(str(e.args[0] if e.args else e)) from None
+    except LookupError as e:  # the model changed since the check above: not found all the same
+        raise _fail(str(e.args[0] if e.args else e), exit_codes.USAGE) from None
     except ValueError as e:  # the request does not fit the model (prompts, options, kind)
         if verbose:
             err.print_exception()
-        raise _fail(str(e), 2) from None
+        raise _fail(str(e), exit_codes.USAGE) from None
     except Exception as e:  # the CLI owns the console: one clear line, details with -v
         if verbose:
             err.print_exception()
@@ -180,6 +166,35 @@ def generate(
         table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
     out.print(table)
     out.print(f"review report: {result['report']}")
+
+
+def _check_content_options(
+    policy, prompt_file, temperature, top_k, top_p, max_new_tokens, stop
+) -> dict:
+    """The policy file, the prompt file and the sampling options, checked as the flow will use
+    them; the sampling options by name. (Their modules do not import torch: well under a
+    second.)"""
+    from aigc_core.curation.policy import PolicyError, load_policy
+    from aigc_core.generation.text_options import (
+        PromptFileError,
+        TextSampling,
+        load_prompts,
+        sampling_options,
+    )
+
+    stops = [_unescape(s) for s in stop or []]
+    sampling = sampling_options(temperature, top_k, top_p, max_new_tokens, stops)
+    try:
+        load_policy(policy)
+        TextSampling(**sampling)
+        if prompt_file is not None:
+            load_prompts(prompt_file)
+    except (PolicyError, PromptFileError) as e:
+        raise _fail(str(e), exit_codes.USAGE) from None
+    except ValueError as e:  # TextSampling's messages start with the field's name
+        flag = SAMPLING_FLAGS.get(str(e).split()[0], "sampling options")
+        raise _fail(f"{flag}: {e}", exit_codes.USAGE) from None
+    return sampling
 
 
 def _unescape(value: str) -> str:

@@ -25,6 +25,11 @@ def up(
         "--mlflow-auth",
         help="Require a user and password on the MLflow server too (MLflow's basic-auth app).",
     ),
+    notify: str = typer.Option(
+        None,
+        help="Where failed or crashed flow runs are reported: a webhook URL (saved as a Prefect "
+        "notification block, aigc-notify) or an existing block's slug, e.g. slack-webhook/ops.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the endpoints as JSON."),
 ) -> None:
     """Start a Prefect server, a worker on the aigc-process pool and an MLflow server, all on
@@ -36,7 +41,7 @@ def up(
     h = Home.resolve(home)
     try:
         with err.status("starting Prefect server, MLflow server and worker...", spinner="dots"):
-            ep = services.up(h, prefect_port, mlflow_port, mlflow_auth=mlflow_auth)
+            ep = services.up(h, prefect_port, mlflow_port, mlflow_auth=mlflow_auth, notify=notify)
     except services.ServiceError as e:
         raise _fail(str(e)) from None
     env_file = services.env_file(h)

@@ -1,8 +1,12 @@
 """`aigc promote`, `aigc rollback`, `aigc models`: the registry's commands.
 
-Exit codes: 0 done (promoted, already the champion, rolled back, listed); 1 the gate refused the
-version or an unexpected error; 2 bad input (unknown model or version, --force without
---reason, nothing to roll back to).
+Exit codes (`aigc.exit_codes`): 0 done (promoted, already the champion, rolled back, listed); 1
+the gate refused the version, or an unexpected error; 2 bad input (unknown model or version,
+--force without --reason, nothing to roll back to).
+
+The model and version are looked up in the registry directly (`aigc.registry_lookup`, no MLflow)
+before MLflow is imported (~4 s), so a wrong one is answered at once; `aigc models` reads the
+whole listing that way.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from aigc.cli import _fail, _name, app, err, open_home, out
+from aigc import completion, exit_codes, preflight, registry_lookup
+from aigc.cli import _fail, _name, app, err, open_home, out, usage_errors
 from aigc_core import names
+from aigc_core.paths import Home
 
 HOME_OPTION = typer.Option(
     None, envvar="AIGC_HOME", help="Where snapshots, MLflow and content go [default: ./.aigc]."
@@ -46,7 +52,7 @@ def _call(verbose: bool, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except (RegistryError, ValueError) as e:
-        raise _fail(str(e).strip("'\""), 2) from None
+        raise _fail(str(e).strip("'\""), exit_codes.USAGE) from None
     except Exception as e:  # the CLI owns the console: one clear line, details with -v
         if verbose:
             err.print_exception()
@@ -55,8 +61,14 @@ def _call(verbose: bool, fn, *args, **kwargs):
 
 @app.command()
 def promote(
-    model: str = typer.Argument(..., help="Registered model, e.g. aigc-dcgan-digits."),
-    version: str = typer.Argument(..., help="Version to make champion."),
+    model: str = typer.Argument(
+        ...,
+        help="Registered model, e.g. aigc-dcgan-digits.",
+        autocompletion=completion.model_names,
+    ),
+    version: str = typer.Argument(
+        ..., help="Version to make champion.", autocompletion=completion.versions
+    ),
     force: bool = typer.Option(
         False, "--force", help="Skip the gate's comparison (needs --reason; recorded)."
     ),
@@ -69,7 +81,12 @@ def promote(
     recorded in version tags and the audit log). Exit 1 when the gate refuses it."""
     model, version = _name(names.model, model), _name(names.version, version)
     if force and not (reason and reason.strip()):
-        raise _fail("--force needs --reason TEXT: a forced promotion is recorded with why", 2)
+        raise _fail(
+            "--force needs --reason TEXT: a forced promotion is recorded with why",
+            exit_codes.USAGE,
+        )
+    with usage_errors():
+        preflight.model_version(Home.resolve(home), model, version)
     h, registry = _registry(home, verbose)
     result = _call(
         verbose,
@@ -89,12 +106,16 @@ def promote(
         out.print(f"[{colour}]{model} v{version}: {result.decision}[/] - {result.reason}")
         out.print(f"champion: v{result.champion_version}")
     if result.decision in ("rejected", "conflict"):
-        raise typer.Exit(1)
+        raise typer.Exit(exit_codes.FAILED)
 
 
 @app.command()
 def rollback(
-    model: str = typer.Argument(..., help="Registered model, e.g. aigc-dcgan-digits."),
+    model: str = typer.Argument(
+        ...,
+        help="Registered model, e.g. aigc-dcgan-digits.",
+        autocompletion=completion.model_names,
+    ),
     reason: str = typer.Option("", "--reason", help="Why (recorded)."),
     home: Path = HOME_OPTION,
     as_json: bool = JSON_OPTION,
@@ -102,6 +123,8 @@ def rollback(
 ) -> None:
     """Point `champion` back at the champion the current one replaced (recorded)."""
     model = _name(names.model, model)
+    with usage_errors():
+        preflight.model_version(Home.resolve(home), model)
     h, registry = _registry(home, verbose)
     result = _call(verbose, registry.rollback, h, model, reason=reason, actor=_actor())
     if as_json:
@@ -115,7 +138,9 @@ def rollback(
 
 @app.command()
 def models(
-    model: str = typer.Argument(None, help="Show only this registered model."),
+    model: str = typer.Argument(
+        None, help="Show only this registered model.", autocompletion=completion.model_names
+    ),
     home: Path = HOME_OPTION,
     as_json: bool = JSON_OPTION,
     verbose: bool = VERBOSE_OPTION,
@@ -123,10 +148,7 @@ def models(
     """A table of registered models: versions, aliases, gate metrics and promotion decisions."""
     if model is not None:
         model = _name(names.model, model)
-    h, registry = _registry(home, verbose)
-    listed = _call(verbose, registry.list_models, h, model)
-    if model is not None and not listed:
-        raise _fail(f"no registered model {model!r}; `aigc models` lists them", 2)
+    listed = _listing(home, model, verbose)
     if as_json:
         print(json.dumps(listed, sort_keys=True))
         return
@@ -154,6 +176,22 @@ def models(
                 tags.get("rollback.reason") or tags.get("promotion.reason", ""),
             )
         out.print(table)
+
+
+def _listing(home: Path | None, model: str | None, verbose: bool) -> list[dict]:
+    """The registered models (only `model`, which must exist, when given): read directly from
+    the store, or through MLflow where only MLflow can read it."""
+    with usage_errors():
+        reader = registry_lookup.open_registry(Home.resolve(home))
+        if reader is not None:
+            if model is not None:
+                registry_lookup.check_model(reader, model)
+            return [m for m in reader.list_models() if model in (None, m["name"])]
+    h, registry = _registry(home, verbose)
+    listed = _call(verbose, registry.list_models, h, model)
+    if model is not None and not listed:
+        raise _fail(f"no registered model {model!r}; `aigc models` lists them", exit_codes.USAGE)
+    return listed
 
 
 def _num(raw: str | None) -> str:

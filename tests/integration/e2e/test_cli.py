@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +57,36 @@ def test_run_smoke_json_in_an_empty_home(tmp_path):
     for noise in ("Traceback", "telemetry", "CancelledError", "UserWarning"):
         assert noise not in p.stderr, p.stderr
 
+    # mistyped calls leave no flow run behind (they used to leave a Failed one each)
+    before = flow_runs(home)  # the night and its content batch
+    assert len(before) == 2 and all(state == "COMPLETED" for _, state in before), before
+    for args in (
+        ["generate", "--model", "nosuch", "--n", "1"],
+        ["generate", "--model", "aigc-dcgan-digits/7", "--n", "1"],
+        ["generate", "--model", "aigc-dcgan-digits", "--n", "1", "--top-p", "2"],
+        ["run", "--preset", "huge"],
+        ["run", "--preset", "smoke", "--set", "train.nosuch=1"],
+    ):
+        bad = aigc(*args, home=home, timeout=120)
+        assert bad.returncode == 2, (args, bad.stderr)
+    assert flow_runs(home) == before
+
+    # the same night again: same snapshot, settings and code, so nothing is trained and the
+    # version made the first time is reported
+    again = aigc("run", "--preset", "smoke", "--n", "32", "--json", home=home)
+    assert again.returncode == 0, again.stderr
+    repeat = json.loads(again.stdout)
+    assert repeat["trained"] is False and repeat["model_version"] == "1"
+    assert repeat["run_id"] == summary["run_id"] and not repeat["promoted"]
+    assert repeat["promotion_reason"].startswith("unchanged: version 1")
+
+
+def flow_runs(home: Path) -> list[tuple[str, str]]:
+    """(name, state type) of every flow run in the home's Prefect database."""
+    db = (home / "prefect" / "prefect.db").resolve()
+    with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+        return sorted(con.execute("SELECT name, state_type FROM flow_run").fetchall())
+
 
 def test_unknown_preset_is_a_clear_error(tmp_path):
     p = aigc("run", "--preset", "huge", home=tmp_path / "h", timeout=60)
@@ -62,19 +94,27 @@ def test_unknown_preset_is_a_clear_error(tmp_path):
     assert "unknown preset 'huge'" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_generate_refuses_bad_text_options_before_starting_anything(tmp_path):
-    """Prompt files and sampling options are checked before Prefect or MLflow start."""
-    empty = tmp_path / "empty.txt"
-    empty.write_text("\n  \n")
-    cases = [
-        (["--prompt-file", str(tmp_path / "nope.txt")], "--prompt-file", "no such file"),
-        (["--prompt-file", str(empty)], "empty.txt has", "no prompts"),
-        (["--top-p", "1.5"], "--top-p: top_p must lie in (0, 1]", ""),
-        (["--max-new-tokens", "0"], "--max-new-tokens: max_new_tokens must lie in", ""),
-    ]
-    for args, *needles in cases:
-        p = aigc("generate", "--model", "m", "--n", "4", *args, home=tmp_path / "h", timeout=60)
-        assert p.returncode == 2, (args, p.stderr)
-        out = " ".join(p.stderr.split())  # Rich wraps long lines
-        assert all(n in out for n in needles) and "Traceback" not in p.stderr, (args, out)
-    assert not (tmp_path / "h" / "mlflow.db").exists()  # nothing was started
+# argument checks of every command (exit 2 before anything starts), exit codes and shell
+# completion: test_cli_checks.py
+
+
+@pytest.mark.slow
+def test_run_passes_config_sets_and_force_to_the_night(tmp_path):
+    """`--config` and `--set` reach the training run's settings; `--force` retrains a night
+    whose snapshot, settings and code match a registered version."""
+    import mlflow
+
+    home = tmp_path / "h"
+    cfg = tmp_path / "night.yaml"
+    cfg.write_text("model:\n  g_width: 8\ntrain:\n  steps: 2\n")
+    args = ["run", "--preset", "smoke", "--n", "8", "--config", str(cfg), "--set", "train.steps=3"]
+    first = aigc(*args, "--json", home=home)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["trained"] is True
+    again = aigc(*args, "--force", "--json", home=home)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["trained"] is True and summary["model_version"] == "2"
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    params = client.get_run(summary["run_id"]).data.params
+    assert params["train.steps"] == "3" and params["model.g_width"] == "8"

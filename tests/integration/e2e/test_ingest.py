@@ -138,6 +138,6 @@ def test_a_process_killed_during_ingest_leaves_no_snapshot_and_the_next_succeeds
 
 def test_errors_go_to_stderr_with_a_non_zero_exit(tmp_path):
     p = aigc("ingest", "--dataset", "nope", "--json", home=tmp_path / "h")
-    assert p.returncode == 1 and p.stdout == ""
+    assert p.returncode == 2 and p.stdout == ""  # not found: a usage error (README, Exit codes)
     assert "unknown dataset 'nope'" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "h" / "datasets").exists()

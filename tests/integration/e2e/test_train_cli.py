@@ -79,7 +79,7 @@ def test_train_sigterm_then_resume_auto_continues_the_same_run(text_snapshot):
     # one MLflow run for both attempts: the resumed attempt continued the same run
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     exp = client.get_experiment_by_name("aigc-nightly")
-    runs = client.search_runs([exp.experiment_id], "tags.family = 'charlstm'")
+    runs = client.search_runs([exp.experiment_id], "tags.`aigc.family` = 'charlstm'")
     assert len(runs) == 1
 
 
@@ -111,7 +111,7 @@ def test_wrong_kind_and_unknown_model_are_clear_errors(text_snapshot):
     assert p.returncode == 2 and "trains on image snapshots" in p.stderr
     assert "Traceback" not in p.stderr
     p = aigc("train", "--snapshot", sid, "--model", "gpt", home=home, timeout=60)
-    assert p.returncode == 2 and "unknown model 'gpt'" in p.stderr
+    assert p.returncode == 2 and "unknown model family 'gpt'" in p.stderr
 
 
 @pytest.fixture
@@ -157,3 +157,20 @@ def test_bad_steps_is_a_usage_error_before_anything_starts(image_home):
     p = aigc("train", "--snapshot", sid, "--model", "dcgan", "--steps", "0", home=home, timeout=60)
     assert p.returncode == 2 and "--steps" in p.stderr
     assert not (home / "mlflow.db").exists()
+    p = aigc("train", "--snapshot", sid, "--set", "train.nosuch=1", home=home, timeout=60)
+    assert p.returncode == 2 and "train.nosuch" in p.stderr
+    assert not (home / "mlflow.db").exists()
+
+
+def test_config_file_and_sets_choose_the_settings(image_home, tmp_path):
+    """Preset, then --config, then --set, then --steps: the last word wins."""
+    home, sid = image_home
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("train:\n  steps: 2\n  lr: 0.001\nmodel:\n  g_width: 8\n")
+    dcgan = ("train", "--snapshot", sid, "--model", "dcgan", "--preset", "smoke", "--json")
+    p = aigc(*dcgan, "--config", str(cfg), "--set", "train.steps=3", home=home)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["steps"] == 3
+    p = aigc(*dcgan, "--config", str(cfg), "--set", "train.steps=3", "--steps", "4", home=home)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["steps"] == 4
