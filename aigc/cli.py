@@ -76,6 +76,9 @@ def _settings(home: Home, verbose: bool) -> None:
         "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
         "GIT_PYTHON_REFRESH": "quiet",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # MLflow prints "View run ... at: URL" to stdout when a run on a server ends: stdout
+        # carries the summary (--json: exactly one JSON object)
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
         "MLFLOW_LOGGING_LEVEL": "INFO" if verbose else "WARNING",
     }
     for k, v in defaults.items():

@@ -217,6 +217,7 @@ def service_env(home: Home, ep: Endpoints) -> dict[str, str]:
             "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "true",
             "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # flow runs log; no stray prints
             # a dead tracking server fails a run in about a minute instead of retrying for many
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",

@@ -20,6 +20,7 @@ come from folder names, texts from a model, reasons and ids from the batch.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import math
@@ -210,21 +211,24 @@ def check_mlflow_url(mlflow_url: str) -> str:
     return url
 
 
-def mlflow_links(mlflow_url: str, summary: Mapping[str, object]) -> dict[str, str]:
-    """Links for the summary's run ids (`RUN_KEYS`) and model version (`MODEL_KEYS`) to the
-    MLflow UI at `mlflow_url`, by summary key; none without a URL. A run opens through the UI's
-    `#/runs/<id>` route, which finds the run's experiment and redirects to its page."""
+def mlflow_links(
+    mlflow_url: str, summary: Mapping[str, object], experiment_id: str = ""
+) -> dict[str, str]:
+    """Links for the summary's run ids (`RUN_KEYS`, with the runs' `experiment_id`) and model
+    version (`MODEL_KEYS`) to the MLflow UI at `mlflow_url`, by summary key; none without a
+    URL. A run's page is `#/experiments/<experiment>/runs/<id>` (the UI has no page for a run
+    without its experiment)."""
     base = check_mlflow_url(mlflow_url)
     if not base:
         return {}
-    links = {
-        k: f"{base}/#/runs/{quote(str(summary[k]), safe='')}" for k in RUN_KEYS if summary.get(k)
-    }
+    q = functools.partial(quote, safe="")
+    links = {}
+    if experiment_id:
+        runs = f"{base}/#/experiments/{q(str(experiment_id))}/runs"
+        links = {k: f"{runs}/{q(str(summary[k]))}" for k in RUN_KEYS if summary.get(k)}
     name, version = (summary.get(k) for k in MODEL_KEYS)
     if name and version:
-        links["model_version"] = (
-            f"{base}/#/models/{quote(str(name), safe='')}/versions/{quote(str(version), safe='')}"
-        )
+        links["model_version"] = f"{base}/#/models/{q(str(name))}/versions/{q(str(version))}"
     return links
 
 
@@ -396,16 +400,18 @@ def render_report(
     sheets: dict[str, bytes] | None = None,
     max_cards: int = 300,
     mlflow_url: str = "",
+    mlflow_experiment_id: str = "",
 ) -> str:
     """The report as one HTML string. `sheets` maps "kept"/"rejected" to contact-sheet PNGs;
     `summary` values that are dicts or lists are shown as JSON. With `mlflow_url` (an MLflow
-    server's http(s) base URL, e.g. http://127.0.0.1:5000), the summary's run ids and model
-    version link to its UI (see `mlflow_links`); a URL with credentials raises ReportError."""
+    server's http(s) base URL, e.g. http://127.0.0.1:5000) and the runs' experiment id, the
+    summary's run ids and model version link to its UI (see `mlflow_links`); a URL with
+    credentials raises ReportError."""
     esc = html.escape
     sheets = sheets or {}
     kept = [i for i in items if i.kept]
     rejected = [i for i in items if not i.kept]
-    rows = _summary_rows(summary, mlflow_links(mlflow_url, summary))
+    rows = _summary_rows(summary, mlflow_links(mlflow_url, summary, mlflow_experiment_id))
     # the kept tab opens first, unless nothing was kept
     open_kept, open_rejected = (" checked", "") if kept or not rejected else ("", " checked")
     script = f"<script>{_JS}</script>" if rejected else ""

@@ -81,6 +81,7 @@ def finalize_batch(
                 flow_run_id=flow_run_id,
                 shards_skipped=skipped,
                 mlflow_url=tracker.ui_url() or "",  # none for the local store
+                mlflow_experiment_id=tracker.experiment_id,
                 class_names=snapshot_class_names(tracker.home, plan.snapshot_id),
             )
             if batch.batch_run_id == run_id:  # not published first by another run

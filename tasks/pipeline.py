@@ -61,8 +61,25 @@ def close_pipeline_run(home: str, run_id: str, summary: Mapping[str, object] | N
             batch_id=summary.get("batch_id"),
         ),
     )
+    tracker.set_run_tags(run_id, {"mlflow.note.content": _description(summary)})
     tracker.log_dict(run_id, json.loads(json.dumps(summary, default=str)), "summary.json")
     tracker.end_run(run_id, "FINISHED")
+
+
+def _description(summary: Mapping[str, object]) -> str:
+    """The pipeline run's description in MLflow's UI: what the night did, in two lines."""
+    name, version = summary.get("model_name"), summary.get("model_version")
+    model = (
+        f"trained {name} version {version}"
+        if summary.get("trained")
+        else f"trained nothing: {name} version {version} has this snapshot, settings and code"
+    )
+    s = summary
+    return (
+        f"Snapshot `{s.get('snapshot_id')}`; {model}; gate: {s.get('promotion_reason')} "
+        f"(champion: version {s.get('champion_version')}).\n\nContent batch "
+        f"`{s.get('batch_id')}`: {s.get('n_kept')} of {s.get('n_generated')} kept."
+    )
 
 
 @task(name="link-artifacts")

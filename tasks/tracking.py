@@ -85,10 +85,13 @@ class Tracker:
         _URI_SET_BY_US = None if user_uri else self.uri
         self.home = home
         self._c = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
-        if self._c.get_experiment_by_name(EXPERIMENT) is None:
+        exp = self._c.get_experiment_by_name(EXPERIMENT)
+        if exp is None:
             location = None if self.uri.startswith("http") else home.mlflow_artifacts.as_uri()
             with contextlib.suppress(mlflow.exceptions.MlflowException):  # created concurrently
                 self._c.create_experiment(EXPERIMENT, artifact_location=location)
+            exp = self._c.get_experiment_by_name(EXPERIMENT)
+        self.experiment_id = exp.experiment_id
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -96,11 +99,10 @@ class Tracker:
         self, name: str, tags: Mapping[str, object], parent_run_id: str | None = None
     ) -> str:
         """A new run; nested under `parent_run_id` (the pipeline run) when given."""
-        exp = self._c.get_experiment_by_name(EXPERIMENT)
         tags = {k: str(v) for k, v in tags.items()}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id  # how MLflow's UI nests runs
-        run = self._c.create_run(exp.experiment_id, run_name=name, tags=tags)
+        run = self._c.create_run(self.experiment_id, run_name=name, tags=tags)
         return run.info.run_id
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
@@ -127,10 +129,9 @@ class Tracker:
         return mlflow_ui_url(self.uri) or None
 
     def run_page(self, run_id: str) -> str | None:
-        """The run's page in MLflow's UI (None without a tracking server); the UI's
-        `/runs/<id>` route finds the run's experiment itself."""
+        """The run's page in MLflow's UI (None without a tracking server)."""
         base = self.ui_url()
-        return None if base is None else f"{base}/#/runs/{run_id}"
+        return None if base is None else f"{base}/#/experiments/{self.experiment_id}/runs/{run_id}"
 
     def version_page(self, name: str, version: str) -> str | None:
         base = self.ui_url()

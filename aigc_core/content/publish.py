@@ -262,14 +262,16 @@ def publish(
     flow_run_id: str = "",
     shards_skipped: int = 0,
     mlflow_url: str = "",
+    mlflow_experiment_id: str = "",
     class_names: list[str] | None = None,
 ) -> Batch:
     """Write `content/<batch-id>/` atomically and remove the working parts; the published
     batch. When another run of the same request published first, that batch is returned: its
     `batch_run_id` is not the one given.
 
-    The review report links its run ids and model version to the MLflow UI at `mlflow_url`
-    when given (an http(s) server; `report.mlflow_ui_url` makes one from a tracking URI), and
+    The review report links its run ids (in experiment `mlflow_experiment_id`) and model
+    version to the MLflow UI at `mlflow_url` when given (an http(s) server;
+    `report.mlflow_ui_url` makes one from a tracking URI), and
     names image classes by `class_names` (`snapshot_class_names`) instead of indices."""
     check_mlflow_url(mlflow_url)  # a URL the report must not link to fails before any write
     final = Path(plan.batch_dir)
@@ -327,7 +329,13 @@ def publish(
             summary = {k: manifest[k] for k in _SUMMARY_KEYS if k in manifest}
             title = f"Content batch {plan.batch_id}"
             write_report(
-                tmp / REPORT, title, summary, report_items, sheets=sheets, mlflow_url=mlflow_url
+                tmp / REPORT,
+                title,
+                summary,
+                report_items,
+                sheets=sheets,
+                mlflow_url=mlflow_url,
+                mlflow_experiment_id=mlflow_experiment_id,
             )
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     except FileExistsError:  # published concurrently by another run of the same batch

@@ -176,9 +176,11 @@ SUMMARY = {"model_name": "aigc-dcgan-digits", "model_version": "3", "run_id": "a
 
 def test_run_ids_and_the_model_version_link_to_the_mlflow_ui():
     summary = {**SUMMARY, "batch_run_id": "def456", "snapshot_id": "s1"}
-    html = render_report("t", summary, [], mlflow_url="http://127.0.0.1:5000/")
-    assert '<a href="http://127.0.0.1:5000/#/runs/abc123">abc123</a>' in html
-    assert '<a href="http://127.0.0.1:5000/#/runs/def456">def456</a>' in html
+    html = render_report(
+        "t", summary, [], mlflow_url="http://127.0.0.1:5000/", mlflow_experiment_id="1"
+    )
+    assert '<a href="http://127.0.0.1:5000/#/experiments/1/runs/abc123">abc123</a>' in html
+    assert '<a href="http://127.0.0.1:5000/#/experiments/1/runs/def456">def456</a>' in html
     assert '<a href="http://127.0.0.1:5000/#/models/aigc-dcgan-digits/versions/3">3</a>' in html
     assert html.count("<a ") == 3  # the snapshot id is not an MLflow object
     plain = render_report("t", summary, [])
@@ -187,8 +189,10 @@ def test_run_ids_and_the_model_version_link_to_the_mlflow_ui():
 
 def test_links_quote_names_and_refuse_urls_with_credentials_or_other_schemes():
     odd = {**SUMMARY, "model_name": 'a/b"<c>', "run_id": "r?x=1"}
-    links = mlflow_links("https://mlflow.example/prefix", odd)
-    assert links["run_id"] == "https://mlflow.example/prefix/#/runs/r%3Fx%3D1"
+    links = mlflow_links("https://mlflow.example/prefix", odd, "7")
+    assert links["run_id"] == "https://mlflow.example/prefix/#/experiments/7/runs/r%3Fx%3D1"
+    # the UI has no page for a run without its experiment: no run links then
+    assert set(mlflow_links("https://mlflow.example", odd)) == {"model_version"}
     assert links["model_version"].endswith("/#/models/a%2Fb%22%3Cc%3E/versions/3")
     for bad in ("http://user:secret@127.0.0.1:5000", "javascript:alert(1)", "sqlite:///x.db"):
         with pytest.raises(ReportError, match="not an http\\(s\\) URL"):
@@ -306,10 +310,11 @@ def test_a_published_batch_report_links_to_mlflow_and_names_classes(home, reques
         content.curate(plan),
         batch_run_id="brun1",
         mlflow_url="http://127.0.0.1:5000",
+        mlflow_experiment_id="1",
         class_names=names,
     )
     html = (Path(batch.batch_dir) / "report.html").read_text()
-    assert f'href="http://127.0.0.1:5000/#/runs/{version.run_id}"' in html
-    assert 'href="http://127.0.0.1:5000/#/runs/brun1"' in html
+    assert f'href="http://127.0.0.1:5000/#/experiments/1/runs/{version.run_id}"' in html
+    assert 'href="http://127.0.0.1:5000/#/experiments/1/runs/brun1"' in html
     assert f'href="http://127.0.0.1:5000/#/models/{version.name}/versions/3"' in html
     assert re.search(r"label class-\d · conf", html)

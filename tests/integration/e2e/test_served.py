@@ -285,6 +285,23 @@ def test_nightly_deployment_run_promotes_and_writes_a_batch(served):
     assert len(batches) == 1
     manifest = json.loads((batches[0] / "manifest.json").read_text())
     assert manifest["model_version"] == "1" and manifest["n_generated"] == 32
+    # the served night reads well: named and tagged, linked to the MLflow server's pages
+    night = next(r for r in flow_runs(home, ep) if r["name"].startswith("nightly-dcgan-digits-"))
+    assert {"family:dcgan", "dataset:digits", "preset:smoke"} <= set(night["tags"])
+    status, artifacts = prefect_api(
+        home,
+        ep,
+        "POST",
+        "/artifacts/filter",
+        {"artifacts": {"flow_run_id": {"any_": [night["id"]]}}},
+    )
+    assert status == 200
+    links = {a["key"]: a["data"] for a in artifacts if a.get("key")}
+    for key in ("mlflow-pipeline-run", "mlflow-training-run", "registered-version"):
+        assert f"{ep.mlflow_url}/#/" in links[key], links
+    assert "/#/experiments/" in links["mlflow-training-run"]
+    report = (batches[0] / "report.html").read_text()
+    assert f'href="{ep.mlflow_url}/#/experiments/' in report
 
     # an on-demand batch from that champion, through the batch-generate deployment
     p = trigger(
@@ -303,6 +320,24 @@ def test_nightly_deployment_run_promotes_and_writes_a_batch(served):
         d for d in batches if json.loads((d / "manifest.json").read_text())["n_generated"] == 24
     )
     assert json.loads((fresh / "manifest.json").read_text())["model_version"] == "1"
+
+
+def test_the_cli_with_the_served_mlflow_prints_exactly_one_json_object(served):
+    """MLflow prints "View run ... at: URL" to stdout when a run on a server ends; `--json`
+    output must stay one JSON object."""
+    home, ep = served
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env |= services.client_env(home, ep)
+    p = subprocess.run(
+        [sys.executable, "-m", "aigc", "generate", "--model", f"{MODEL}@champion", "--n", "4"]
+        + ["--json", "--home", str(home.root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["n_generated"] == 4, p.stdout
 
 
 def test_four_triggers_run_one_at_a_time_and_none_is_lost(served):

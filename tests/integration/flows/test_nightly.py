@@ -68,6 +68,7 @@ def test_a_night_is_one_mlflow_parent_run_with_nested_stage_runs(nights):
     assert parent.data.tags["aigc.stage"] == "pipeline"
     assert parent.info.run_name.startswith("nightly-dcgan-digits-")
     assert parent.data.tags["aigc.trained"] == "true"
+    assert f"trained {first['model_name']} version 1" in parent.data.tags["mlflow.note.content"]
     assert parent.data.metrics["fid"] == pytest.approx(first["fid"])
     children = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     stages = sorted(r.data.tags["aigc.stage"] for r in children)
