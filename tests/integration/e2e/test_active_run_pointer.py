@@ -1,6 +1,6 @@
-"""The train task's active-run pointer (`runs/active/<family>-<snapshot>-<preset>.json`): a run
-that died before its first checkpoint holds nothing to resume and must not block the next start,
-while a run still training in a live process is never taken over."""
+"""The train task's active-run pointer (`runs/active/<family>-<snapshot>-<preset>[-<settings
+digest>].json`): a run that died before its first checkpoint holds nothing to resume and must
+not block the next start, while a run still training in a live process is never taken over."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from aigc_core import families, settings
 from aigc_core.data.snapshot import image_table, write_snapshot
 from aigc_core.paths import Home
 from aigc_core.process import host_id, start_time
@@ -32,7 +33,10 @@ def image_home(tmp_path) -> tuple[Path, SnapshotRef]:
 
 
 def pointer_of(home: Path, snap: SnapshotRef) -> Path:
-    return home / "runs" / "active" / f"dcgan-{snap.id}-smoke.json"
+    """The pointer of dcgan runs at the smoke preset with the FAST settings: settings other
+    than the preset's make other runs, with a pointer of their own."""
+    digest = settings.resolve(families.get("dcgan"), "smoke", {"train": FAST}).digest()
+    return home / "runs" / "active" / f"dcgan-{snap.id}-smoke-{digest[:12]}.json"
 
 
 def owner(pid: int) -> dict:
@@ -52,12 +56,14 @@ def test_a_live_run_is_kept_and_a_dead_one_without_checkpoints_is_replaced(image
         pointer.write_text(json.dumps({"run_id": "0" * 32, **owner(other.pid)}))
         for resume in ("auto", "never"):
             with pytest.raises(RuntimeError, match=f"in progress in process {other.pid}"):
-                train_run(snap, "smoke", str(home), family="dcgan", resume=resume, overrides=FAST)
+                train_run(
+                    snap, "smoke", str(home), family="dcgan", resume=resume, config={"train": FAST}
+                )
     finally:
         other.kill()
         other.wait()
     # the same pointer, its process gone and no checkpoint written: a plain start replaces it
-    r = train_run(snap, "smoke", str(home), family="dcgan", resume="never", overrides=FAST)
+    r = train_run(snap, "smoke", str(home), family="dcgan", resume="never", config={"train": FAST})
     assert r.steps == 2 and r.run_id != "0" * 32
     assert not pointer.exists()
 
@@ -66,14 +72,16 @@ def test_a_dead_run_with_a_checkpoint_is_still_resumable_only(image_home):
     from tasks.training import train_run
 
     home, snap = image_home
-    first = train_run(snap, "smoke", str(home), family="dcgan", overrides=FAST)
+    first = train_run(snap, "smoke", str(home), family="dcgan", config={"train": FAST})
     pointer = pointer_of(home, snap)
     # as if the process had been killed (-9) after that checkpoint, pid long gone
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     pointer.write_text(json.dumps({"run_id": first.run_id, **owner(gone.pid)}))
     with pytest.raises(RuntimeError, match="did not finish; resume it"):
-        train_run(snap, "smoke", str(home), family="dcgan", resume="never", overrides=FAST)
-    again = train_run(snap, "smoke", str(home), family="dcgan", resume="auto", overrides=FAST)
+        train_run(snap, "smoke", str(home), family="dcgan", resume="never", config={"train": FAST})
+    again = train_run(
+        snap, "smoke", str(home), family="dcgan", resume="auto", config={"train": FAST}
+    )
     assert again.run_id == first.run_id and again.resumed_from_step == 2
     assert not pointer.exists()

@@ -28,7 +28,7 @@ GENERATED = 2000  # FID samples in these tests (the task's default is 5000): 2 s
 @flow(name="promotion-gate-test")
 def train_and_gate(home: str, overrides: dict, init_from: str | None = None) -> dict:
     snapshot = validate(ingest("digits", home), home)
-    trained = train(snapshot, "smoke", home, overrides=overrides, init_from=init_from)
+    trained = train(snapshot, "smoke", home, config={"train": overrides}, init_from=init_from)
     scores = evaluate(trained, home)
     registered = register(trained, scores, home)
     decision = promote(registered, scores, "dcgan", home)
