@@ -9,6 +9,8 @@ notice through the configured notification block (`flows.notify`).
 
 from __future__ import annotations
 
+import logging
+
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -23,6 +25,8 @@ from tasks.evaluation import evaluate
 from tasks.pipeline import close_pipeline_run, link_artifacts, open_pipeline_run
 from tasks.registry import find_unchanged, promote, register
 from tasks.training import train
+
+log = logging.getLogger(__name__)
 
 
 @flow(
@@ -65,7 +69,10 @@ def nightly_retrain(
             init_from, home, config, force, resolved,
         )  # fmt: skip
     except BaseException:
-        close_pipeline_run(home, pipeline, None)
+        try:  # mark the parent run FAILED; the night's own error is what the run reports
+            close_pipeline_run(home, pipeline, None)
+        except Exception as e:  # noqa: BLE001 - e.g. the tracking server is what failed
+            log.warning("could not mark the pipeline run %s failed: %s", pipeline, e)
         raise
     close_pipeline_run(home, pipeline, summary)
     return summary

@@ -152,5 +152,5 @@ def test_registry_commands_promote_rollback_and_list(champion_home):
     assert actions == [("promote", v1), ("promote", v2), ("promote", v3), ("rollback", v1)]
 
     p = aigc("promote", NAME, "42", home=home.root)
-    assert p.returncode == 2 and "has no version '42'" in p.stderr
+    assert p.returncode == 2 and "has no version 42; versions: 1-3" in p.stderr
     assert "Traceback" not in p.stderr

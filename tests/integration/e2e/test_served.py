@@ -343,8 +343,10 @@ def test_the_cli_with_the_served_mlflow_prints_exactly_one_json_object(served):
 def test_four_triggers_run_one_at_a_time_and_none_is_lost(served):
     home, ep = served
     before = {r["id"] for r in flow_runs(home, ep)}
-    for _ in range(4):
-        p = trigger(home, ep, "nightly-retrain/nightly", "preset=smoke", "n_generate=16")
+    for _ in range(4):  # forced: the same night again would otherwise train nothing
+        p = trigger(
+            home, ep, "nightly-retrain/nightly", "preset=smoke", "n_generate=16", "force=true"
+        )
         assert p.returncode == 0, p.stdout + p.stderr
 
     def new_runs():
