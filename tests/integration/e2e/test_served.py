@@ -16,10 +16,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -39,11 +41,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+NOTICES: list[dict] = []  # what the served mode's failure webhook received
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def webhook():
+    """A local webhook receiver for failure notices (`aigc up --notify URL`)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            NOTICES.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/notices"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, webhook):
     home = Home(tmp_path_factory.mktemp("served")).ensure()
     try:
-        ep = services.up(home, free_port(), free_port(), timeout=180)
+        ep = services.up(home, free_port(), free_port(), timeout=180, notify=webhook)
         services.deploy(home)
         yield home, ep
     finally:
@@ -382,6 +407,10 @@ def test_mlflow_down_fails_the_run_cleanly_and_a_rerun_recovers(served):
     assert p.returncode != 0
     assert "Failed" in p.stdout + p.stderr
     assert elapsed < 420, f"a dead MLflow server took {elapsed:.0f} s to fail the run"
+    # the worker's run sent its failure notice through the block `aigc up --notify` saved
+    failed = [n for n in NOTICES if n["subject"].startswith("aigc: flow run nightly-dcgan-digits-")]
+    assert failed and failed[-1]["subject"].endswith("failed"), NOTICES
+    assert "/runs/flow-run/" in failed[-1]["text"]
     services.start_mlflow(home, ep)
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == champion_before
     p = trigger(home, ep, "nightly-retrain/nightly", "preset=smoke", "n_generate=16", watch=True)
