@@ -11,9 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +18,7 @@ import pytest
 from PIL import Image
 
 from aigc_core.serving.environment import PROJECT_DISTRIBUTION
-from tests.integration.e2e.test_serve import free_port
+from tests.integration.e2e.serving import invoke, model_server
 from tests.integration.test_model_requirements import (
     LOAD_AND_PREDICT,
     ROOT,
@@ -93,45 +90,12 @@ def test_every_family_loads_and_predicts_from_its_own_environment(model_env):
 
 def test_mlflow_models_serve_answers_from_the_model_environment(model_env):
     models, bin_, env, cwd = model_env
-    port = free_port()
-    server = subprocess.Popen(
-        [bin_ / "mlflow", "models", "serve", "-m", models["dcgan"], "--env-manager", "local"]
-        + ["-h", "127.0.0.1", "-p", str(port)],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, server.stderr.read()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, "server did not answer /ping in 180 s"
-            time.sleep(0.5)
-        body = {"dataframe_split": {"columns": ["n", "seed"], "data": [[3, 7]]}}
-        req = urllib.request.Request(
-            f"{base}/invocations",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
+    with model_server(models["dcgan"], env, cwd, mlflow=[bin_ / "mlflow"]) as base:
+        status, answer = invoke(
+            base, {"dataframe_split": {"columns": ["n", "seed"], "data": [[3, 7]]}}
         )
-        with urllib.request.urlopen(req, timeout=60) as r:
-            rows = json.loads(r.read())["predictions"]
-        images = [
-            np.asarray(Image.open(io.BytesIO(base64.b64decode(r["png_base64"])))) for r in rows
-        ]
-        assert len(images) == 3
-        assert all(img.shape == (28, 28) and img.dtype == np.uint8 for img in images)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    assert status == 200, answer
+    rows = answer["predictions"]
+    images = [np.asarray(Image.open(io.BytesIO(base64.b64decode(r["png_base64"])))) for r in rows]
+    assert len(images) == 3
+    assert all(img.shape == (28, 28) and img.dtype == np.uint8 for img in images)

@@ -7,12 +7,8 @@ import base64
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +19,7 @@ from PIL import Image
 from aigc_core.promotion import read_audit
 from tasks.registry import promote_version
 from tasks.tracking import Tracker
+from tests.integration.e2e.serving import invoke, model_server
 from tests.integration.test_registry import NAME, add_version, logged, store  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -58,61 +55,21 @@ def champion_home(logged):  # noqa: F811
     return home, versions
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_served_champion_returns_samples_over_http(champion_home):
     home, _ = champion_home
-    port = free_port()
     env = {**clean_env(home.root), "MLFLOW_TRACKING_URI": home.tracking_uri}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion"]
-        + ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, server.stderr.read()
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, "server did not answer /ping in 180 s"
-            time.sleep(0.5)
+    with model_server(f"models:/{NAME}@champion", env, ROOT) as base:
         body = {"dataframe_split": {"columns": ["n", "seed"], "data": [[3, 7], [2, 8]]}}
-        req = urllib.request.Request(
-            f"{base}/invocations",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=60) as r:
-            rows = json.loads(r.read())["predictions"]
-        assert len(rows) == 5 and [r["request"] for r in rows] == [0, 0, 0, 1, 1]
-        images = [
-            np.asarray(Image.open(io.BytesIO(base64.b64decode(r["png_base64"])))) for r in rows
-        ]
-        assert all(img.shape == (28, 28) and img.dtype == np.uint8 for img in images)
-        # the same request gives the same samples as the registered model in-process
-        model = Tracker(home).load_model(f"models:/{NAME}@champion")
-        local = model.predict(None, pd.DataFrame({"n": [3], "seed": [7]}))
-        assert [r["png_base64"] for r in rows[:3]] == local["png_base64"].tolist()
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        status, answer = invoke(base, body)
+    assert status == 200, answer
+    rows = answer["predictions"]
+    assert len(rows) == 5 and [r["request"] for r in rows] == [0, 0, 0, 1, 1]
+    images = [np.asarray(Image.open(io.BytesIO(base64.b64decode(r["png_base64"])))) for r in rows]
+    assert all(img.shape == (28, 28) and img.dtype == np.uint8 for img in images)
+    # the same request gives the same samples as the registered model in-process
+    model = Tracker(home).load_model(f"models:/{NAME}@champion")
+    local = model.predict(None, pd.DataFrame({"n": [3], "seed": [7]}))
+    assert [r["png_base64"] for r in rows[:3]] == local["png_base64"].tolist()
 
 
 def test_registry_commands_promote_rollback_and_list(champion_home):

@@ -6,14 +6,8 @@ params (options as columns) still works."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 
 import pandas as pd
 import pytest
@@ -27,7 +21,8 @@ from aigc_core.models.io import save_model
 from aigc_core.stages import Scores, SnapshotRef, TrainedRun
 from tasks.registry import promote_version, register
 from tasks.tracking import Tracker
-from tests.integration.e2e.test_serve import ROOT, clean_env, free_port
+from tests.integration.e2e.serving import invoke, model_server
+from tests.integration.e2e.test_serve import ROOT, clean_env
 
 pytestmark = pytest.mark.slow
 NAME = "aigc-charlstm-tiny"
@@ -99,63 +94,12 @@ def test_mlflow_predict_honours_params(text_champion):
         text(top_p=2.0)
 
 
-@contextlib.contextmanager
-def served(home, model_uri: str) -> Iterator[str]:
-    """`mlflow models serve` of `model_uri` on a free port of 127.0.0.1 until /ping answers;
-    yields its base URL and stops it at the end."""
-    port = free_port()
-    env = {**clean_env(home.root), "MLFLOW_TRACKING_URI": home.tracking_uri}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri]
-        + ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, server.stderr.read()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, "server did not answer /ping in 180 s"
-            time.sleep(0.5)
-        yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        server.stderr.close()
-
-
-def invoke(base: str, body: dict) -> tuple[int, dict]:
-    """POST `body` to /invocations: (HTTP status, the JSON answer)."""
-    req = urllib.request.Request(
-        f"{base}/invocations",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def test_served_text_champion_honours_sampling_params(text_champion):
     home, _ = text_champion
     prompt = {"dataframe_records": [{"prompt": "The "}]}
 
-    with served(home, f"models:/{NAME}@champion") as base:
+    env = {**clean_env(home.root), "MLFLOW_TRACKING_URI": home.tracking_uri}
+    with model_server(f"models:/{NAME}@champion", env, ROOT) as base:
 
         def text(**params) -> str:
             status, answer = invoke(base, {**prompt, "params": params})
