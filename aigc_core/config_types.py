@@ -33,6 +33,8 @@ Bool = Annotated[bool, Field(strict=True)]
 
 DERIVED = {"readOnly": True}  # json_schema_extra of a field filled in from the training data
 DerivedStr = Annotated[str, Field(strict=True, json_schema_extra=DERIVED)]
+# a conditional model's number of classes: the snapshot's label set (0: unconditional)
+DerivedInt = Annotated[int, Field(strict=True, ge=0, json_schema_extra=DERIVED)]
 
 
 def is_derived(field_info: Any) -> bool:

@@ -10,9 +10,12 @@ separate package adds a family through the entry-point group `aigc.families` (se
 `aigc_core.families`): nothing in this project changes.
 
 Generators are plain classes (no MLflow): image kind `generate(n, seed, batch_size=256,
-on_batch=None) -> (n, C, H, W) float32 in [0, 1]`; text kind `generate(prompts, max_new_tokens,
-seed, temperature=1.0, top_k=None, top_p=None, stop=()) -> [(text, finish_reason)]`, `score
-(prompts, texts) -> [mean nats per char]`, `context_ids(prompt)`, `stop_ids(stop)`; both
+on_batch=None, labels=None, **options) -> (n, C, H, W) float32 in [0, 1]` with `num_classes`
+(0: unconditional; else `labels` (n,) asks item i for class labels[i]; `options` are the
+family's generation options, e.g. a diffusion model's `guidance`, `sampling_steps`); text
+kind `generate(prompts, max_new_tokens, seed, temperature=1.0, top_k=None, top_p=None,
+stop=()) -> [(text, finish_reason)]`, `score(prompts, texts) -> [mean nats per char]`,
+`context_ids(prompt)`, `stop_ids(stop)`; both
 `predict(request: DataFrame, params: dict | None = None) -> DataFrame`, which the served pyfunc
 model calls (`params`: the request's options, those of `Family.params_example`).
 """
@@ -47,12 +50,17 @@ class Preset(NamedTuple):
 
 @dataclass
 class TrainData:
-    """What a family trains on: images (N, C, H, W) in [0, 1], or text."""
+    """What a family trains on: images (N, C, H, W) in [0, 1] with their class labels (N,)
+    int64 in [0, num_classes) (an image snapshot always has them: a folder without class
+    subfolders is one class), or text. A conditional family reads `labels` and `num_classes`."""
 
     images: torch.Tensor | None = None
     val_images: torch.Tensor | None = None
     text: str | None = None
     val_text: str | None = None
+    labels: torch.Tensor | None = None  # (N,) int64, aligned with images
+    val_labels: torch.Tensor | None = None
+    num_classes: int = 0  # the snapshot's label set's size; 0: no labels
 
     def need(self, what: str, family: str):
         """The images or text a family trains on; an error naming the snapshot's lack."""

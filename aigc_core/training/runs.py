@@ -54,12 +54,18 @@ def training_data(family: Family, snapshot: Snapshot, table) -> tuple[TrainData,
             f"({snapshot.name}) holds {kind}: ingest a {family.kind} dataset"
         )
     if kind == "image":
-        pixels, _ = image_arrays(table, "train")
+        pixels, labels = image_arrays(table, "train")
         try:
-            val = torch.from_numpy(image_arrays(table, "validation")[0])
+            val, val_labels = (torch.from_numpy(a) for a in image_arrays(table, "validation"))
         except Exception:  # noqa: BLE001 - an empty validation split is allowed
-            val = None
-        data = TrainData(images=torch.from_numpy(pixels), val_images=val)
+            val = val_labels = None
+        data = TrainData(
+            images=torch.from_numpy(pixels),
+            val_images=val,
+            labels=torch.from_numpy(labels),
+            val_labels=val_labels,
+            num_classes=len(snapshot.manifest.get("label_set", ())),
+        )
         return data, {"train_images": len(pixels)}
     train_text = "\n\n".join(text_split(table, "train"))
     try:
