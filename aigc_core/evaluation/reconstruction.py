@@ -1,4 +1,5 @@
-"""VAE reconstructions for review: held-out images through the encoder's mean and the decoder."""
+"""VAE reconstructions for review: held-out images through the encoder's mean and the decoder
+(a conditional VAE's both given each image's own label)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ RECONSTRUCTED = 32  # held-out images shown beside their reconstructions
 
 
 @torch.no_grad()
-def reconstruct(vae: VAE, images: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) images in [0, 1] -> their reconstructions at the posterior mean, same shape.
-    Deterministic: no sampling of the latent."""
+def reconstruct(vae: VAE, images: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """(N, C, H, W) images in [0, 1] (with their labels (N,) for a conditional VAE) -> their
+    reconstructions at the posterior mean, same shape. Deterministic: no sampling of the
+    latent."""
     vae.eval()
-    mu, _ = vae.encoder(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)))
-    return torch.sigmoid(vae.decoder.logits(mu)).numpy()  # (N, C, H, W)
+    y = None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    mu, _ = vae.encoder(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), y)
+    return torch.sigmoid(vae.decoder.logits(mu, y)).numpy()  # (N, C, H, W)
 
 
 def side_by_side(images: np.ndarray, recon: np.ndarray, per_row: int = 8) -> np.ndarray:
@@ -51,6 +54,7 @@ def reconstructions_image(
     state = latest[1]
     vae = VAE(model_config(state["config"]["model"]))
     vae.load_state_dict(state["modules"]["model"])
-    x_va, _ = image_arrays(table, "validation")
-    pairs = side_by_side(x_va[:RECONSTRUCTED], reconstruct(vae, x_va[:RECONSTRUCTED]))
+    x_va, y_va = image_arrays(table, "validation")
+    x, y = x_va[:RECONSTRUCTED], y_va[:RECONSTRUCTED] if vae.cfg.num_classes else None
+    pairs = side_by_side(x, reconstruct(vae, x, y))
     return contact_sheet(to_uint8(pairs), cols=8, scale=3)

@@ -1,7 +1,9 @@
 """The DCGAN family: an adversarially trained image generator (`aigc_core.models.dcgan`).
 
 It trains the generator and discriminator together (`aigc_core.training.gan`) and saves, serves
-and warm-starts the generator alone: `(B, z) -> images in [-1, 1]`.
+and warm-starts the generator alone: `(B, z) -> images in [-1, 1]`. The "*-conditional" presets
+train a class-conditional GAN (the generator takes `(z, labels)`), whose number of classes is
+the snapshot's.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from aigc_core.models.dcgan import DCGANConfig, Generator
 from aigc_core.models.io import config_fields
 from aigc_core.training.gan import GANJob, GANTrainConfig
 
-PRESETS = {
+_PRESETS = {
     # seconds: for tests and CI
     "smoke": Preset(
         DCGANConfig(g_width=16, d_width=8),
@@ -31,6 +33,8 @@ PRESETS = {
     # the seed's recipe: batch 128, Adam 1e-4, 100 epochs x 1000 steps; meant for a GPU
     "seed": Preset(DCGANConfig(), GANTrainConfig(checkpoint_every=5000)),
 }
+# smoke-conditional, cpu-conditional: the same with labels (Mirza & Osindero; a projection D)
+PRESETS = images.conditional_presets(_PRESETS, ("smoke", "cpu"))
 
 
 def model_config(config: dict) -> DCGANConfig:
@@ -38,7 +42,7 @@ def model_config(config: dict) -> DCGANConfig:
 
 
 def build_job(model_cfg: DCGANConfig, train_cfg: GANTrainConfig, data, device) -> GANJob:
-    return GANJob(data.need("images", "dcgan"), model_cfg, train_cfg, device)
+    return GANJob(data.need("images", "dcgan"), model_cfg, train_cfg, device, data.labels)
 
 
 def train_config(config: dict) -> GANTrainConfig:
@@ -64,6 +68,8 @@ FAMILY = Family(
     evaluate=images.evaluator(load_generator),
     policy=images.GATE,
     input_example=images.INPUT_EXAMPLE,
+    params_example=images.PARAMS_EXAMPLE,
+    prepare=images.classes("dcgan"),
     final_metrics={"final_loss_g": "loss_g", "final_loss_d": "loss_d"},
     description="DCGAN: convolutional generator and discriminator trained adversarially",
 )

@@ -6,7 +6,10 @@
 - `evaluator(load_generator)`: `evaluate`, the image scores (`aigc_core.evaluation.image_eval`);
 - `GATE` / `gate(metric)`: the standard promotion gate (FID, or another primary metric, with the
   evaluator-accuracy floor and the memorization ceiling);
-- `INPUT_EXAMPLE`: the pyfunc request logged with the model.
+- `INPUT_EXAMPLE`, `PARAMS_EXAMPLE`: the pyfunc request logged with the model and its params
+  (`labels`, the classes asked of a conditional model, `aigc_core.generation.labels`);
+- `classes(name)`: `prepare` of a family whose config has `conditional` and `num_classes`;
+  `conditional_presets(presets)`: "<name>-conditional" variants of some presets.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from aigc_core.families.base import EvalInputs, Evaluation
+from aigc_core.families.base import EvalInputs, Evaluation, Preset, TrainData
 from aigc_core.generation.images import ImageGenerator
 from aigc_core.models.io import CONFIG, WEIGHTS, load_weights, read_config
 from aigc_core.promotion import GatePolicy
 
 INPUT_EXAMPLE = {"n": [2], "seed": [0]}
+# "": no labels asked (a conditional model spreads its images over its classes)
+PARAMS_EXAMPLE = {"labels": ""}
 
 # FID in the evaluator's feature space. Floors: an evaluator below 90% held-out accuracy makes
 # FID meaningless; a generator copying more than 5% of its samples from training data is rejected.
@@ -42,6 +47,40 @@ GATE = GatePolicy(
 def gate(metric: str, lower_is_better: bool = True) -> GatePolicy:
     """The standard image gate with another primary metric (its floors kept)."""
     return dataclasses.replace(GATE, metric=metric, lower_is_better=lower_is_better)
+
+
+def conditional_presets(presets: dict[str, Preset], names: tuple[str, ...]) -> dict:
+    """`presets` followed by a "<name>-conditional" variant of each of `names`: the same
+    settings with the model config's `conditional` on."""
+    out = dict(presets)
+    for name in names:
+        model = dataclasses.replace(presets[name].model, conditional=True)
+        out[f"{name}-conditional"] = Preset(model, presets[name].train)
+    return out
+
+
+def classes(name: str) -> Callable[[Any, TrainData], Any]:
+    """`prepare` of the image family `name`: a conditional config gets the snapshot's number
+    of classes as `num_classes`; an unconditional one stays as it is."""
+    return functools.partial(prepare_classes, name)
+
+
+def prepare_classes(name: str, model_cfg, data: TrainData):
+    if not model_cfg.conditional:
+        return model_cfg
+    k = data.num_classes
+    if k < 2:
+        raise ValueError(
+            f"a conditional {name} model learns one image distribution per class, but this "
+            f"snapshot has {k} class{'es' if k != 1 else ''}: ingest labelled images (an image "
+            "folder with one subfolder per class) or choose an unconditional preset"
+        )
+    if model_cfg.num_classes and model_cfg.num_classes != k:  # a warm start's own classes
+        raise ValueError(
+            f"the {name} model was trained on {model_cfg.num_classes} classes, this snapshot "
+            f"has {k}: warm-start it on a snapshot with the same classes"
+        )
+    return dataclasses.replace(model_cfg, num_classes=k)
 
 
 def generator_loader(

@@ -4,7 +4,8 @@ It trains encoder and decoder (`aigc_core.training.vae`) and saves, serves and w
 decoder alone, `(B, z) -> images in [-1, 1]` like the DCGAN's generator. Its gate's primary
 metric is the held-out negative ELBO the training job computed (the encoder is not served); its
 evaluation adds held-out images beside their reconstructions by the full model of the run's
-last checkpoint.
+last checkpoint. The "*-conditional" presets train a conditional VAE (Sohn et al. 2015: the
+encoder and the served decoder take labels), whose number of classes is the snapshot's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from aigc_core.models.vae import VAEConfig, VAEDecoder
 from aigc_core.training.loop import TrainConfig
 from aigc_core.training.vae import VAEJob
 
-PRESETS = {
+_PRESETS = {
     "smoke": Preset(
         VAEConfig(z_dim=8, width=8),
         TrainConfig(batch_size=32, steps=10, lr=2e-3, grad_clip=0.0, log_every=5),
@@ -48,6 +49,8 @@ PRESETS = {
         ),
     ),
 }
+# smoke-conditional, cpu-conditional: the same with labels (a CVAE)
+PRESETS = images.conditional_presets(_PRESETS, ("smoke", "cpu"))
 
 
 def model_config(config: dict) -> VAEConfig:
@@ -55,7 +58,15 @@ def model_config(config: dict) -> VAEConfig:
 
 
 def build_job(model_cfg: VAEConfig, train_cfg: TrainConfig, data, device) -> VAEJob:
-    return VAEJob(data.need("images", "vae"), model_cfg, train_cfg, device, data.val_images)
+    return VAEJob(
+        data.need("images", "vae"),
+        model_cfg,
+        train_cfg,
+        device,
+        data.val_images,
+        labels=data.labels,
+        val_labels=data.val_labels,
+    )
 
 
 def _final_neg_elbo(final) -> float:
@@ -109,6 +120,8 @@ FAMILY = Family(
     evaluate=evaluate,
     policy=images.gate("neg_elbo"),
     input_example=images.INPUT_EXAMPLE,
+    params_example=images.PARAMS_EXAMPLE,
+    prepare=images.classes("vae"),
     final_metrics={"final_loss": "loss", "final_val_neg_elbo": "val_neg_elbo"},
     description="convolutional variational autoencoder; serves its decoder",
 )

@@ -15,6 +15,11 @@ concurrent requests). Freed batches stay in the process for the next ones
 (`aigc_core.memory.keep_freed_memory`): without that, page faults on fresh memory took about 15%
 of the time.
 
+A class-conditional generator (`cfg.num_classes` > 0) takes labels (B,) int64 beside z: item i
+gets labels[i] (`aigc_core.generation.labels`); its latents are drawn as an unconditional one's,
+so the same (n, seed) gives the same z whatever the labels. An unconditional generator is called
+as `net(z)`, as it always was (a plugin's module need not know of labels).
+
 `ImageGenerator` wraps such a generator for everything that samples it (evaluation, content
 batches, the served pyfunc model): `generate` and the pyfunc request/response `predict`.
 """
@@ -24,12 +29,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from aigc_core.generation.labels import LabelsError, balanced, item_labels, parse_labels
 from aigc_core.images import png_bytes, to_uint8
 from aigc_core.memory import keep_freed_memory
 from aigc_core.training.device import autocast, bf16_supported
@@ -42,6 +50,34 @@ def latents(n: int, z_dim: int, seed: int) -> torch.Tensor:
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))  # (n, z)
 
 
+def num_classes(module: torch.nn.Module) -> int:
+    """The classes a generator module takes labels of (0: unconditional)."""
+    return int(getattr(module.cfg, "num_classes", 0) or 0)
+
+
+def check_labels(labels, n: int, classes: int) -> np.ndarray | None:
+    """The per-item labels (n,) int64 that n images of a model with `classes` classes get:
+    a conditional model given none spreads them over its classes in turn (`balanced`); labels
+    given to an unconditional model, out of range, or not one per item raise `LabelsError`."""
+    if labels is None:
+        return balanced(n, classes) if classes else None
+    if not classes:
+        raise LabelsError(
+            "labels asked of an unconditional model: train a conditional one (e.g. a "
+            "*-conditional preset) or ask for no labels"
+        )
+    arr = np.asarray(labels)
+    if arr.shape != (n,) or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise LabelsError(f"labels must be ({n},) integers, one per image, got {arr.shape}")
+    arr = arr.astype(np.int64)
+    bad = arr[(arr < 0) | (arr >= classes)]
+    if bad.size:
+        raise LabelsError(
+            f"label {int(bad[0])} is out of range: the model knows classes 0..{classes - 1}"
+        )
+    return arr
+
+
 def generate_images(
     generator: torch.nn.Module,
     n: int,
@@ -50,13 +86,18 @@ def generate_images(
     bf16: bool = True,
     on_batch=None,
     workers: int | None = None,
+    labels=None,
 ) -> np.ndarray:
-    """n images (n, C, H, W) float32 in [0, 1] from a generator that maps (B, z) -> [-1, 1].
-    workers: batches run at once (CPU only; default: torch's intra-op thread count)."""
+    """n images (n, C, H, W) float32 in [0, 1] from a generator that maps (B, z) -> [-1, 1]
+    (and labels (B,) int64, for a conditional one: `labels` (n,), or None for its classes in
+    turn; see `check_labels`). workers: batches run at once (CPU only; default: torch's
+    intra-op thread count)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    labels = check_labels(labels, n, num_classes(generator))
+    y_all = None if labels is None else torch.from_numpy(labels)  # (n,)
     generator.eval()
     device = next(generator.parameters()).device
     z_all = latents(n, generator.cfg.z_dim, seed)
@@ -76,7 +117,9 @@ def generate_images(
 
     def run(start: int) -> torch.Tensor:  # autocast and inference mode are per thread
         with torch.inference_mode(), autocast(device, cast):
-            x = net(z_all[start : start + batch_size].to(device))  # (B, C, H, W)
+            z = z_all[start : start + batch_size].to(device)  # (B, z)
+            y = () if y_all is None else (y_all[start : start + batch_size].to(device),)
+            x = net(z, *y)  # (B, C, H, W); an unconditional module is called as net(z)
             return ((x.float() + 1) / 2).clamp_(0, 1).cpu().contiguous()
 
     out = []
@@ -97,12 +140,17 @@ def generate_images(
 
 
 class ImageGenerator:
-    """A generator module `(B, z) -> images in [-1, 1]` with `cfg.z_dim`, ready to sample.
+    """A generator module `(B, z) -> images in [-1, 1]` with `cfg.z_dim`, ready to sample; a
+    conditional one (`cfg.num_classes` > 0) takes `(z, labels)`.
 
     Request (`predict`): a DataFrame with columns `n` (images wanted) and `seed`; one row per
-    request; no params (the columns say all there is). Response: one row per image: `request`
-    (row of the request), `index` (within the request), `seed`, `height`, `width`,
-    `png_base64` (8-bit grayscale PNG).
+    request. Params: `labels`, a spec (`aigc_core.generation.labels.parse_labels`: "7", "3,7",
+    "3:0.7,7:0.3"; "" asks for none) whose pattern item i of every request gets (a request may
+    also give it as a `labels` column); any other param is a generation option for `generate`
+    (a subclass's, e.g. a diffusion model's guidance; this class has none). Response: one row
+    per image: `request` (row of the request), `index` (within the request), `seed`, `label`
+    (the class asked for, -1 when none was), `height`, `width`, `png_base64` (8-bit grayscale
+    PNG).
     """
 
     def __init__(self, module: torch.nn.Module):
@@ -112,30 +160,64 @@ class ImageGenerator:
     def module(self) -> torch.nn.Module:
         return self.generator
 
-    def generate(self, n: int, seed: int, batch_size: int = 256, on_batch=None) -> np.ndarray:
-        """n images (n, C, H, W) float32 in [0, 1]; the same (n, seed) gives the same images."""
-        return generate_images(self.generator, n, seed, batch_size=batch_size, on_batch=on_batch)
+    @property
+    def num_classes(self) -> int:
+        """The classes the model takes labels of (0: unconditional)."""
+        return num_classes(self.module)
 
-    def predict(self, request: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        if params:
+    def generate(
+        self, n: int, seed: int, batch_size: int = 256, on_batch=None, labels=None, **options
+    ) -> np.ndarray:
+        """n images (n, C, H, W) float32 in [0, 1]; the same (n, seed, labels) gives the same
+        images. labels: None or (n,) int64, one per image (see `check_labels`). options: a
+        subclass's generation options; this class takes none (ValueError naming them)."""
+        if options:
             raise ValueError(
-                f"an image model takes no params, got {sorted(params)}: give n and seed as "
-                "columns of the request"
+                f"unknown generation option(s) {', '.join(sorted(options))}: this image model "
+                "takes none"
+            )
+        return generate_images(
+            self.generator, n, seed, batch_size=batch_size, on_batch=on_batch, labels=labels
+        )
+
+    def predict(
+        self, request: pd.DataFrame, params: Mapping[str, Any] | None = None
+    ) -> pd.DataFrame:
+        options = dict(params or {})
+        base = parse_labels(options.pop("labels", None), self.num_classes)
+        columns = sorted(set(options) & {"n", "seed", "batch_size", "on_batch"})
+        if columns:
+            raise ValueError(
+                f"{', '.join(columns)} cannot be a param: give n and seed as columns of the request"
             )
         rows = []
-        for req, (n, seed) in enumerate(zip(request["n"], request["seed"], strict=True)):
-            n, seed = int(n), int(seed)
+        has_labels = "labels" in request.columns
+        for req, row in enumerate(request.to_dict("records")):
+            n, seed = int(row["n"]), int(row["seed"])
             if not 1 <= n <= MAX_IMAGES_PER_REQUEST:
                 raise ValueError(f"n must lie in [1, {MAX_IMAGES_PER_REQUEST}], got {n}")
-            for i, img in enumerate(to_uint8(self.generate(n, seed))):
+            pattern = base
+            if has_labels and not _missing(row["labels"]):
+                pattern = parse_labels(str(row["labels"]), self.num_classes)
+            asked = item_labels(pattern, 0, n)  # (n,) or None
+            images = self.generate(n, seed, labels=asked, **options)
+            for i, img in enumerate(to_uint8(images)):
                 rows.append(
                     {
                         "request": req,
                         "index": i,
                         "seed": seed,
+                        "label": -1 if asked is None else int(asked[i]),
                         "height": img.shape[0],
                         "width": img.shape[1],
                         "png_base64": base64.b64encode(png_bytes(img)).decode("ascii"),
                     }
                 )
         return pd.DataFrame(rows)
+
+
+def _missing(value) -> bool:
+    """A per-row option a request left out (None, NaN or an empty string)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return True
+    return isinstance(value, float) and np.isnan(value)

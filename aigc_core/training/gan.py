@@ -6,6 +6,10 @@ update on real and detached fake images together (one forward of 2B images: D ha
 so this equals two separate passes); then the generator takes one update through the frozen
 discriminator. Losses stay on the device and are read once per epoch, so the host never waits on
 the device inside an epoch.
+
+A conditional model (`num_classes` > 0) draws each batch's labels with its images (the same
+indices: no other random draw) and asks the generator for the same labels, so fakes follow the
+data's class mix; the discriminator judges real and fake images each with its label.
 """
 
 from __future__ import annotations
@@ -83,10 +87,17 @@ def build_gan(model_cfg: DCGANConfig, train_cfg: GANTrainConfig, device: torch.d
 
 
 def train_step(
-    gan: GAN, real: torch.Tensor, z: torch.Tensor, use_bf16: bool
+    gan: GAN,
+    real: torch.Tensor,
+    z: torch.Tensor,
+    use_bf16: bool,
+    labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One adversarial step on a batch of real images in [-1, 1]; returns (loss_d, loss_g)."""
+    """One adversarial step on a batch of real images in [-1, 1] (with their labels (B,) for
+    a conditional GAN, which the fakes are asked for too); returns (loss_d, loss_g)."""
     g, d = gan.generator, gan.discriminator
+    cond = () if labels is None else (labels,)  # an unconditional call stays as it was
+    both = () if labels is None else (torch.cat([labels, labels]),)  # (2B,)
     g_run, d_run = gan.wrapped or (g, d)  # DDP wrappers when distributed
     bce = nn.functional.binary_cross_entropy_with_logits
     b = real.shape[0]
@@ -94,9 +105,9 @@ def train_step(
         [torch.ones(b, 1, device=real.device), torch.zeros(b, 1, device=real.device)]
     )
     with autocast(real.device, use_bf16):
-        fake = g_run(z)  # (B, C, H, W), the only generator forward of this step
+        fake = g_run(z, *cond)  # (B, C, H, W), the only generator forward of this step
         # discriminator: real and detached fake in one forward
-        logits = d_run(torch.cat([real, fake.detach()]))  # (2B, 1)
+        logits = d_run(torch.cat([real, fake.detach()]), *both)  # (2B, 1)
         loss_d = bce(logits.float(), targets)
     gan.opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
@@ -106,7 +117,7 @@ def train_step(
     d.requires_grad_(False)
     # (through the raw module: no DDP gradient sync for D here, its grads are not used)
     with autocast(real.device, use_bf16):
-        loss_g = bce(d(fake).float(), targets[:b])
+        loss_g = bce(d(fake, *cond).float(), targets[:b])
     gan.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     gan.opt_g.step()
@@ -116,7 +127,7 @@ def train_step(
 
 class GANJob:
     """The DCGAN as a job for `loop.fit`: batches and latents drawn by index from a seeded
-    generator, images held on the device."""
+    generator, images (and a conditional model's labels) held on the device."""
 
     def __init__(
         self,
@@ -124,8 +135,10 @@ class GANJob:
         model_cfg: DCGANConfig,
         train_cfg: GANTrainConfig,
         device: torch.device,
+        labels: torch.Tensor | None = None,
     ):
         check_images(images, model_cfg)
+        labels = check_labels(labels, images, model_cfg, "DCGAN")
         self.model_cfg, self.train_cfg, self.device = model_cfg, train_cfg, device
         self.gan = build_gan(model_cfg, train_cfg, device)
         if ddp.is_distributed():
@@ -134,6 +147,7 @@ class GANJob:
                 ddp.wrap(self.gan.discriminator, device),
             )
         self.data = (images.to(device) * 2 - 1).contiguous(memory_format=torch.channels_last)
+        self.labels = None if labels is None else labels.to(device)  # (N,) int64
         self.use_bf16 = train_cfg.bf16 and bf16_supported(device)
         self.rng = torch.Generator(device="cpu").manual_seed(train_cfg.seed + 1000 * ddp.rank())
         self.modules = {"generator": self.gan.generator, "discriminator": self.gan.discriminator}
@@ -152,8 +166,10 @@ class GANJob:
         b = self.train_cfg.batch_size
         idx = torch.randint(len(self.data), (b,), generator=self.rng)
         z = torch.randn(b, self.model_cfg.z_dim, generator=self.rng)
+        idx = idx.to(self.device)
+        labels = None if self.labels is None else self.labels[idx]  # (B,)
         loss_d, loss_g = train_step(
-            self.gan, self.data[idx.to(self.device)], z.to(self.device), self.use_bf16
+            self.gan, self.data[idx], z.to(self.device), self.use_bf16, labels
         )
         return {"loss_d": loss_d, "loss_g": loss_g}
 
@@ -169,6 +185,33 @@ def check_images(images: torch.Tensor, model_cfg: DCGANConfig) -> None:
         )
 
 
+def check_labels(
+    labels: torch.Tensor | None, images: torch.Tensor, model_cfg, what: str
+) -> torch.Tensor | None:
+    """The labels a model trains with: (N,) int64 in [0, num_classes) for a conditional
+    model, None for an unconditional one (which ignores any it is given)."""
+    k = model_cfg.num_classes
+    if not k:
+        return None
+    if labels is None:
+        raise ValueError(
+            f"a conditional {what} trains on labelled images; this data has none: use an "
+            "unconditional preset"
+        )
+    labels = torch.as_tensor(labels)
+    if labels.shape != (len(images),) or labels.dtype != torch.int64:
+        raise ValueError(
+            f"labels must be (N,) = ({len(images)},) int64, got {tuple(labels.shape)} "
+            f"{labels.dtype}"
+        )
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise ValueError(
+            f"labels must lie in [0, {k}) for a model of {k} classes, got "
+            f"{int(labels.min())}..{int(labels.max())}"
+        )
+    return labels
+
+
 OnStep = Callable[[int, int], None]
 OnEpoch = Callable[[int, dict], None]
 
@@ -180,10 +223,12 @@ def train_gan(
     device: torch.device,
     on_step: OnStep | None = None,
     on_epoch: OnEpoch | None = None,
+    labels: torch.Tensor | None = None,
 ) -> tuple[GAN, list[dict]]:
-    """Train on `images` ((N, C, H, W) in [0, 1]); returns the GAN and per-epoch metrics
-    (loss_d, loss_g, images_per_s). For checkpoints and resuming use GANJob with loop.fit."""
-    job = GANJob(images, model_cfg, train_cfg, device)
+    """Train on `images` ((N, C, H, W) in [0, 1]; `labels` (N,) for a conditional model);
+    returns the GAN and per-epoch metrics (loss_d, loss_g, images_per_s). For checkpoints and
+    resuming use GANJob with loop.fit."""
+    job = GANJob(images, model_cfg, train_cfg, device, labels)
 
     def epoch_end(step: int, m: dict) -> None:
         if on_epoch is not None:

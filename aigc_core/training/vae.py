@@ -2,7 +2,9 @@
 `aigc_core.families.vae`).
 
 One step draws a batch by index from images held on the device and noise from the job's
-generator, and minimizes reconstruction + beta * KL (the negative ELBO when beta = 1).
+generator, and minimizes reconstruction + beta * KL (the negative ELBO when beta = 1). A
+conditional VAE (`num_classes` > 0) draws each batch's labels with its images (the same indices:
+no other random draw) and gives them to the encoder and the decoder.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from aigc_core.models.vae import VAE, VAEConfig, vae_loss
 from aigc_core.training import ddp
 from aigc_core.training.device import autocast, bf16_supported
+from aigc_core.training.gan import check_labels
 from aigc_core.training.loop import TrainConfig, optimizer_kwargs
 
 log = logging.getLogger(__name__)
@@ -27,12 +30,18 @@ class VAEJob:
         train_cfg: TrainConfig,
         device: torch.device,
         val_images: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        val_labels: torch.Tensor | None = None,
     ):
+        """labels, val_labels: (N,) int64 of the images, read by a conditional model only."""
         want = (model_cfg.channels, model_cfg.image_size, model_cfg.image_size)
         if images.ndim != 4 or tuple(images.shape[1:]) != want:
             raise ValueError(
                 f"images must be (N, {want[0]}, {want[1]}, {want[2]}), got {tuple(images.shape)}"
             )
+        labels = check_labels(labels, images, model_cfg, "VAE")
+        if val_images is not None:
+            val_labels = check_labels(val_labels, val_images, model_cfg, "VAE")
         self.model_cfg, self.cfg, self.device = model_cfg, train_cfg, device
         torch.manual_seed(train_cfg.seed)
         self.model = VAE(model_cfg).to(device, memory_format=torch.channels_last)
@@ -42,6 +51,8 @@ class VAEJob:
         )
         self.data = images.to(device).contiguous(memory_format=torch.channels_last)  # [0, 1]
         self.val = None if val_images is None else val_images.to(device)
+        self.labels = None if labels is None else labels.to(device)  # (N,) int64
+        self.val_labels = None if val_labels is None else val_labels.to(device)
         self.use_bf16 = train_cfg.bf16 and bf16_supported(device)
         self.rng = torch.Generator().manual_seed(train_cfg.seed + 1000 * ddp.rank())
         self.modules = {"model": self.model}
@@ -62,9 +73,11 @@ class VAEJob:
             group["lr"] = self.cfg.lr_at(step - 1)
         idx = torch.randint(len(self.data), (b,), generator=self.rng)
         eps = torch.randn(b, self.model_cfg.z_dim, generator=self.rng)
-        x = self.data[idx.to(self.device)]
+        idx = idx.to(self.device)
+        x = self.data[idx]
+        cond = () if self.labels is None else (self.labels[idx],)  # (B,) of a conditional VAE
         with autocast(self.device, self.use_bf16):
-            logits, mu, logvar = self.run(x, eps.to(self.device))
+            logits, mu, logvar = self.run(x, eps.to(self.device), *cond)
         loss, recon, kl = vae_loss(logits, x, mu, logvar, self.model_cfg.beta)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -84,8 +97,9 @@ class VAEJob:
         for start in range(0, len(self.val), 512):
             x = self.val[start : start + 512]
             eps = torch.randn(len(x), self.model_cfg.z_dim, generator=gen).to(self.device)
+            cond = () if self.val_labels is None else (self.val_labels[start : start + 512],)
             with autocast(self.device, self.use_bf16):
-                logits, mu, logvar = self.model(x, eps)
+                logits, mu, logvar = self.model(x, eps, *cond)
             loss, _, _ = vae_loss(logits, x, mu, logvar, 1.0)
             total, n = total + loss.item() * len(x), n + len(x)
         self.model.train()

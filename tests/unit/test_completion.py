@@ -51,11 +51,13 @@ def cache(tmp_path, monkeypatch):
 def test_families_and_presets():
     assert completion.families("") == families.family_names()
     assert completion.families("c") == ["charlstm"]
-    assert completion.presets(ctx(family="dcgan"), "") == ["smoke", "cpu", "gpu", "seed"]
-    assert completion.presets(ctx(model="vae"), "") == ["smoke", "cpu", "gpu"]  # aigc train
-    assert completion.presets(ctx(family="vae"), "s") == ["smoke"]
+    conditional = ["smoke-conditional", "cpu-conditional"]
+    dcgan = ["smoke", "cpu", "gpu", "seed", *conditional]
+    assert completion.presets(ctx(family="dcgan"), "") == dcgan
+    assert completion.presets(ctx(model="vae"), "") == ["smoke", "cpu", "gpu", *conditional]
+    assert completion.presets(ctx(family="vae"), "s") == ["smoke", "smoke-conditional"]
     # an unknown family: the presets of all of them, each once
-    assert completion.presets(ctx(family="nosuch"), "") == ["smoke", "cpu", "gpu", "seed"]
+    assert completion.presets(ctx(family="nosuch"), "") == dcgan
 
 
 def test_model_refs(registry, tmp_path):

@@ -121,14 +121,18 @@ def test_bad_columns_name_the_row(gen):
         gen.predict(PROMPT, {"stop": ["Z"]})
 
 
-def test_an_image_model_takes_no_params(tmp_path):
+def test_an_image_model_takes_labels_only(tmp_path):
     torch.manual_seed(0)
     cfg = DCGANConfig(z_dim=8, g_width=4, d_width=4)
     paths = save_model(tmp_path, Generator(cfg), cfg.to_dict())
     gen = families.get("dcgan").load_generator(paths["weights"], paths["config"])
-    assert isinstance(gen, ImageGenerator) and families.get("dcgan").params_example == {}
+    assert isinstance(gen, ImageGenerator)
+    assert families.get("dcgan").params_example == {"labels": ""}
     request = pd.DataFrame({"n": [2], "seed": [0]})
     out = gen.predict(request, None)
-    assert out["png_base64"].tolist() == gen.predict(request, {})["png_base64"].tolist()
-    with pytest.raises(ValueError, match=r"an image model takes no params, got \['seed'\]"):
+    assert out["png_base64"].tolist() == gen.predict(request, {"labels": ""})["png_base64"].tolist()
+    assert out["label"].tolist() == [-1, -1]  # none asked
+    with pytest.raises(ValueError, match=r"seed cannot be a param: give n and seed as columns"):
         gen.predict(request, {"seed": 1})
+    with pytest.raises(ValueError, match=r"asked of an unconditional model"):
+        gen.predict(request, {"labels": "7"})

@@ -19,9 +19,15 @@ from aigc_core.settings import SettingsError, load_overrides, resolve
 from aigc_core.training import lm
 from aigc_core.training.loop import TrainConfig
 
-BUILTIN = ("dcgan", "vae", "charlstm", "transformer")
+BUILTIN = ("dcgan", "vae", "charlstm", "transformer", "diffusion")
 # one model field per family that a config file may change, and a value for it
-MODEL_FIELD = {"dcgan": "g_width", "vae": "width", "charlstm": "hidden", "transformer": "n_embd"}
+MODEL_FIELD = {
+    "dcgan": "g_width",
+    "vae": "width",
+    "charlstm": "hidden",
+    "transformer": "n_embd",
+    "diffusion": "layers_per_block",
+}
 
 
 def write(tmp_path, name: str, text: str):
@@ -271,7 +277,9 @@ def test_to_dict_and_flat_are_plain_json():
 def test_the_digest_is_canonical_json_of_model_and_train():
     family = families.get("dcgan")
     r = resolve(family, "smoke", {"train": {"lr": 3e-4, "seed": 1}, "model": {"z_dim": 50}})
-    model, train = r.to_dict()["model"], r.to_dict()["train"]
+    derived = settings.derived_fields(r.model_cfg)  # num_classes: the data's, not a setting
+    model = {k: v for k, v in r.to_dict()["model"].items() if k not in derived}
+    train = r.to_dict()["train"]
     canonical = json.dumps({"model": model, "train": train}, sort_keys=True, separators=(",", ":"))
     assert r.digest() == hashlib.sha256(canonical.encode()).hexdigest()
     # the same settings in another order, from another dict: the same digest
@@ -293,7 +301,7 @@ def test_the_digest_follows_training_settings_only():
     assert resolve(family, "smoke", curated).digest() == base  # curation trains nothing
     # a preset with the same values as an override of another: the same training
     cpu = family.preset("cpu")
-    model = {k: v for k, v in cpu.model.to_dict().items() if k != "family"}
+    model = {k: v for k, v in cpu.model.to_dict().items() if k not in ("family", "num_classes")}
     same = {"model": model, "train": cpu.train.to_dict()}
     assert resolve(family, "smoke", same).digest() == resolve(family, "cpu", None).digest()
 
@@ -353,7 +361,7 @@ def test_a_familys_schema_lists_its_settable_fields_without_defaults(name):
     model_ref = schema["properties"]["model"]["$ref"].rsplit("/", 1)[-1]
     model = schema["$defs"][model_ref]
     model_cfg, train_cfg = family.preset("smoke")
-    fields = {f.name for f in dataclasses.fields(model_cfg)} - {"vocab"}
+    fields = {f.name for f in dataclasses.fields(model_cfg)} - {"vocab", "num_classes"}
     assert set(model["properties"]) == fields  # the vocabulary is not settable
     assert "required" not in model and model["additionalProperties"] is False
     assert all("default" not in p for p in model["properties"].values())  # the preset's apply
