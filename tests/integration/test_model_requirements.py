@@ -45,6 +45,13 @@ def tiny(family: str) -> tuple[torch.nn.Module, dict, dict]:
     if family == "charlstm":
         cfg = CharLSTMConfig(vocab=VOCAB, embed_dim=8, hidden=16, block_size=8)
         return CharLSTM(cfg), cfg.to_dict(), TEXT_REQUEST
+    if family == "diffusion":
+        from aigc_core.models.diffusion import DiffusionConfig, DiffusionModel
+
+        cfg = DiffusionConfig(
+            image_size=8, block_out_channels=(4, 8), norm_groups=4, sampling_steps=2
+        )
+        return DiffusionModel(cfg), cfg.to_dict(), IMAGE_REQUEST
     cfg = TransformerConfig(vocab=VOCAB, block_size=8, n_layer=1, n_head=2, n_embd=8)
     return TransformerLM(cfg), cfg.to_dict(), TEXT_REQUEST
 
@@ -109,9 +116,10 @@ def check_predictions(out: dict, models: dict[str, Path]) -> None:
     """What LOAD_AND_PREDICT printed: each family answered its request with its own code."""
     for family in models:
         got = out[family]
-        if family in ("dcgan", "vae"):
+        if families.get(family).kind == "image":
             assert got["rows"] == 3 and "png_base64" in got["columns"]
-            assert (got["first"]["height"], got["first"]["width"]) == ("28", "28")
+            size = str(tiny(family)[1].get("image_size", 28))
+            assert (got["first"]["height"], got["first"]["width"]) == (size, size)
         else:
             assert got["rows"] == 1 and got["first"]["finish_reason"] == "length"
             assert len(got["first"]["text"]) == 5 and set(got["first"]["text"]) <= set(VOCAB)

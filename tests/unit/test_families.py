@@ -127,8 +127,8 @@ def plugins(tmp_path, monkeypatch):
 
 def test_the_built_in_families_and_their_gates():
     found = families.available()
-    assert list(found)[:4] == ["dcgan", "vae", "charlstm", "transformer"]
-    assert families.family_names("image")[:2] == ["dcgan", "vae"]
+    assert list(found)[:5] == ["dcgan", "vae", "charlstm", "transformer", "diffusion"]
+    assert families.family_names("image")[:3] == ["dcgan", "vae", "diffusion"]
     assert families.family_names("text")[:2] == ["charlstm", "transformer"]
     assert families.get("dcgan").policy.gate_metrics == [
         "fid",
@@ -158,7 +158,7 @@ def test_the_built_in_families_and_their_gates():
         "seed",
     }
     assert families.get("vae").input_example == {"n": [2], "seed": [0]}
-    assert families.get("vae").params_example == {}  # the columns say all an image request can
+    assert families.get("vae").params_example == {"labels": ""}  # the requested classes
     for family in found.values():
         assert family.curation == family.kind
         pickle.loads(pickle.dumps(family))  # plain values and module functions only
@@ -172,7 +172,7 @@ def test_an_unknown_family_is_a_clear_error():
 def test_plugins_are_found_through_entry_points_and_broken_ones_are_reported(plugins, caplog):
     with caplog.at_level(logging.WARNING, logger="aigc_core.families"):
         found = families.available()
-    assert list(found) == ["dcgan", "vae", "charlstm", "transformer", "mlp"]
+    assert list(found) == ["dcgan", "vae", "charlstm", "transformer", "diffusion", "mlp"]
     assert families.get("mlp").kind == "image" and "mlp" in families.family_names("image")
     assert families.get("dcgan").name == "dcgan"  # the built-in, not the impostor
     log = caplog.text
@@ -289,7 +289,14 @@ def test_the_families_command_lists_built_ins_and_plugins(plugins):
     result = CliRunner().invoke(app, ["families", "--json"])
     assert result.exit_code == 0, result.output
     listed = json.loads(result.stdout)
-    assert [d["name"] for d in listed] == ["dcgan", "vae", "charlstm", "transformer", "mlp"]
+    assert [d["name"] for d in listed] == [
+        "dcgan",
+        "vae",
+        "charlstm",
+        "transformer",
+        "diffusion",
+        "mlp",
+    ]
     assert listed[0] == families.get("dcgan").to_dict()
     table = CliRunner().invoke(app, ["families"], env={"COLUMNS": "160"})
     assert table.exit_code == 0, table.output
