@@ -79,6 +79,30 @@ def generate(
         help="Text models: end an item before this string; repeatable; \\n and \\t are "
         "newline and tab.",
     ),
+    labels: str = typer.Option(
+        None,
+        "--labels",
+        help="Conditional image models: the classes to draw: 7 (all 7s), 3,7 (in turn), or a "
+        "mix 3:0.7,7:0.3. Curation rejects items the evaluator reads as another class "
+        "(wrong_class).",
+    ),
+    labels_file: Path = typer.Option(
+        None,
+        "--labels-file",
+        help="Conditional image models: a file of labels (one or more per line, as --labels; "
+        "# comments), taken in turn.",
+    ),
+    guidance: float = typer.Option(
+        None,
+        "--guidance",
+        help="Diffusion models: classifier-free guidance scale >= 0 (the model's default).",
+    ),
+    sampling_steps: int = typer.Option(
+        None,
+        "--sampling-steps",
+        min=1,
+        help="Diffusion models: denoising steps of the sampler (the model's default).",
+    ),
     dask_address: str = typer.Option(
         None, "--dask-address", help="Run shards on this Dask scheduler (tcp://host:port)."
     ),
@@ -101,6 +125,8 @@ def generate(
             raise ValueError(f"--shards {shards} is more than --n {n}: use at most {n} shards")
         preflight.existing_file("--policy", policy)
         preflight.existing_file("--prompt-file", prompt_file)
+        preflight.labels(labels, labels_file)
+        preflight.generation_options(guidance, sampling_steps)
         preflight.model_ref(Home.resolve(home), model)  # the registry, read without MLflow
     sampling = _check_content_options(
         policy, prompt_file, temperature, top_k, top_p, max_new_tokens, stop
@@ -124,11 +150,15 @@ def generate(
                 home=str(h.root),
                 dask_address=dask_address,
                 dask_local=dask_local,
+                labels=labels,
+                labels_file=str(labels_file) if labels_file else None,
+                guidance=guidance,
+                sampling_steps=sampling_steps,
                 **sampling,
             )
     except LookupError as e:  # the model changed since the check above: not found all the same
         raise _fail(str(e.args[0] if e.args else e), exit_codes.USAGE) from None
-    except ValueError as e:  # the request does not fit the model (prompts, options, kind)
+    except ValueError as e:  # the request does not fit the model (prompts, options, labels)
         if verbose:
             err.print_exception()
         raise _fail(str(e), exit_codes.USAGE) from None
@@ -158,14 +188,32 @@ def generate(
     }
     result["shards"] = len(summary["shards"])
     result["report"] = str(batch_dir / summary["report"])
+    for k in ("options", "labels"):  # only in batches whose request gave them
+        if summary.get(k):
+            result[k] = summary[k]
     if as_json:
         print(json.dumps(result, sort_keys=True))
         return
     table = Table(title="aigc generate", show_header=False)
     for k, v in result.items():
-        table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
+        if k != "labels":
+            table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
     out.print(table)
+    if result.get("labels"):
+        out.print(_labels_table(result["labels"]))
     out.print(f"review report: {result['report']}")
+
+
+def _labels_table(labels: dict) -> Table:
+    """Items asked and kept per class (the manifest's `labels`)."""
+    table = Table(title="per class asked")
+    for column in ("label", "requested", "kept", "kept %"):
+        table.add_column(column, justify="right")
+    for label, requested in labels["requested"].items():
+        kept = labels["kept"].get(label, 0)
+        share = f"{kept / requested:.0%}" if requested else "-"
+        table.add_row(label, str(requested), str(kept), share)
+    return table
 
 
 def _check_content_options(

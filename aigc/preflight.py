@@ -10,6 +10,7 @@ and the choices, except `registry_lookup.RegistryUnavailable` (the registry coul
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,6 +104,42 @@ def existing_file(option: str, path: Path | None) -> None:
 def existing_path(option: str, path: Path | None) -> None:
     if path is not None and not path.exists():
         raise MissingFile(f"{option} {path}: no such file or folder")
+
+
+# the largest class index a label spec may name before the model is known: published items
+# hold it as int16 (`requested_label`)
+MAX_LABEL = 2**15 - 1
+
+
+def labels(spec: str | None, labels_file: Path | None) -> str | None:
+    """The label spec of `--labels` or `--labels-file` (not both), its format checked ("7",
+    "3,7", "3:0.7,7:0.3"; the file readable, one spec a line); None when neither is given.
+    Whether the model is conditional and knows these classes is checked when the batch is
+    planned (its saved config). Raises LabelsError (a ValueError)."""
+    if spec is not None and labels_file is not None:
+        raise ValueError("give either --labels or --labels-file, not both")
+    if labels_file is not None:
+        existing_file("--labels-file", labels_file)
+    from aigc_core.generation.labels import LabelsError, load_labels_file, parse_labels
+
+    where = f"--labels-file {labels_file}" if labels_file is not None else "--labels"
+    try:
+        text = load_labels_file(labels_file) if labels_file is not None else spec
+        if text is not None and not text.strip():
+            raise LabelsError("empty: give a class index, e.g. --labels 7, or leave it out")
+        parse_labels(text, MAX_LABEL + 1)
+    except LabelsError as e:
+        raise LabelsError(f"{where}: {e}") from None
+    return spec
+
+
+def generation_options(guidance: float | None, sampling_steps: int | None) -> None:
+    """--guidance a finite number >= 0, --sampling-steps >= 1. Whether the model's family takes
+    them (a diffusion model does) is checked when the batch is planned."""
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        raise ValueError(f"--guidance must be a finite number >= 0, got {guidance}")
+    if sampling_steps is not None and sampling_steps < 1:
+        raise ValueError(f"--sampling-steps must be >= 1, got {sampling_steps}")
 
 
 def overrides(config: Path | None, sets: Sequence[str], steps: int | None = None) -> dict:

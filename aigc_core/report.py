@@ -12,6 +12,10 @@ reason or by any numeric score; a small inline script runs them (the page reads 
 without it: the controls stay hidden). The state lives in the URL's fragment, so a filtered view
 can be linked: `report.html#reason=duplicate&sort=score:conf:asc`.
 
+A batch whose request named classes (a conditional model's `--labels`) shows, under the
+summary, a table of the items asked and kept per class, and each card the class asked
+(`asked`) beside the one the evaluator sees (`label`).
+
 When an MLflow tracking server is given (`mlflow_url`), the summary's run ids and the model
 version link to its UI; otherwise they are plain text. Everything shown is escaped: class names
 come from folder names, texts from a model, reasons and ids from the batch.
@@ -58,6 +62,9 @@ h1{font-size:20px;margin:0 0 8px} h2{font-size:16px;margin:16px 0 8px}
 table.meta{border-collapse:collapse;margin:8px 0}
 .meta td{padding:2px 10px;border-bottom:1px solid #ddd}
 .meta td:first-child{color:#666}
+table.labels{border-collapse:collapse;margin:8px 0}
+.labels th,.labels td{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}
+.labels th:first-child,.labels td:first-child{text-align:left}
 input.tab{display:none}
 label.tab{display:inline-block;padding:8px 16px;border:1px solid #ccc;border-bottom:none;
   cursor:pointer;background:#eee;margin-right:4px;border-radius:6px 6px 0 0}
@@ -393,6 +400,24 @@ def _summary_rows(summary: Mapping[str, object], links: Mapping[str, str]) -> st
     return "".join(rows)
 
 
+def _label_table(rows: Sequence[Mapping[str, object]]) -> str:
+    """Items asked and kept per class: a table under the summary; nothing without rows."""
+    if not rows:
+        return ""
+    esc = html.escape
+    body = []
+    for r in rows:
+        requested, kept = int(r["requested"]), int(r["kept"])
+        share = f"{kept / requested:.0%}" if requested else "-"
+        name = str(r.get("class", r["label"]))
+        shown = esc(name) if name == str(r["label"]) else f"{esc(name)} ({esc(str(r['label']))})"
+        body.append(f"<tr><td>{shown}</td><td>{requested}</td><td>{kept}</td><td>{share}</td></tr>")
+    return (
+        "<h2>Classes asked</h2><table class=labels><tr><th>class</th><th>requested</th>"
+        f"<th>kept</th><th>kept %</th></tr>{''.join(body)}</table>"
+    )
+
+
 def render_report(
     title: str,
     summary: dict[str, object],
@@ -401,12 +426,14 @@ def render_report(
     max_cards: int = 300,
     mlflow_url: str = "",
     mlflow_experiment_id: str = "",
+    labels: Sequence[Mapping[str, object]] = (),
 ) -> str:
     """The report as one HTML string. `sheets` maps "kept"/"rejected" to contact-sheet PNGs;
-    `summary` values that are dicts or lists are shown as JSON. With `mlflow_url` (an MLflow
-    server's http(s) base URL, e.g. http://127.0.0.1:5000) and the runs' experiment id, the
-    summary's run ids and model version link to its UI (see `mlflow_links`); a URL with
-    credentials raises ReportError."""
+    `summary` values that are dicts or lists are shown as JSON. `labels`: one row per class
+    asked ({"label", "class" (its name), "requested", "kept"}), shown as a table. With
+    `mlflow_url` (an MLflow server's http(s) base URL, e.g. http://127.0.0.1:5000) and the
+    runs' experiment id, the summary's run ids and model version link to its UI (see
+    `mlflow_links`); a URL with credentials raises ReportError."""
     esc = html.escape
     sheets = sheets or {}
     kept = [i for i in items if i.kept]
@@ -418,7 +445,7 @@ def render_report(
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{esc(title)}</h1><table class=meta>{rows}</table>"
+        f"<h1>{esc(title)}</h1><table class=meta>{rows}</table>{_label_table(labels)}"
         f'<input class="tab" type="radio" name="tabs" id="tab-kept"{open_kept}>'
         f'<input class="tab" type="radio" name="tabs" id="tab-rejected"{open_rejected}>'
         f'<label class="tab" for="tab-kept">Kept ({len(kept)})</label>'

@@ -1,8 +1,11 @@
 """The on-demand path: a curated content batch from a registered model, shard by shard.
 
-Image models draw images; text models continue the prompts of `prompt_file` (one per line;
-none: new documents) under the sampling options (temperature, top_k, top_p, max_new_tokens,
-stop), which image models refuse.
+Image models draw images: a conditional one the classes `labels` asks for ("7", "3,7" in
+turn, a mix "3:0.7,7:0.3", or `labels_file`, one spec a line), which curation checks the
+evaluator sees; a diffusion model under its `guidance` and `sampling_steps` (other families
+refuse them). Text models continue the prompts of `prompt_file` (one per line; none: new
+documents) under the sampling options (temperature, top_k, top_p, max_new_tokens, stop), which
+image models refuse.
 
 The batch is the `content-batch` subflow. Its shards are mapped as Prefect tasks: in-process
 one after another (torch already uses every core), or, with a Dask scheduler address or a local
@@ -39,9 +42,14 @@ def batch_generate(
     stop: list[str] | None = None,
     dask_address: str | None = None,
     dask_local: int | None = None,
+    labels: str | None = None,
+    labels_file: str | None = None,
+    guidance: float | None = None,
+    sampling_steps: int | None = None,
 ) -> dict:
     """Sampling options left None take the text defaults (`TextSampling`,
-    aigc_core.generation.text_options).
+    aigc_core.generation.text_options); guidance and sampling_steps left None, the model's own.
+    labels / labels_file: the classes asked of a conditional image model (not both).
     dask_address / dask_local: run the shards on that Dask scheduler, or on a local Dask
     cluster of that many worker processes (default: in-process)."""
     model = names.model_ref(model)  # a bad name fails the run before anything starts
@@ -49,6 +57,7 @@ def batch_generate(
     runner = task_runner(dask_address, dask_local)
     home = str(Home.resolve(home).root)
     sampling = sampling_options(temperature, top_k, top_p, max_new_tokens, stop)
+    options = generation_options(guidance, sampling_steps)
 
     batch = content_batch.with_options(task_runner=runner)(
         model,
@@ -59,8 +68,17 @@ def batch_generate(
         policy_file=policy_file,
         prompt_file=prompt_file,
         sampling=sampling,
+        labels=labels,
+        labels_file=labels_file,
+        options=options or None,
     )
     return batch.to_dict()
+
+
+def generation_options(guidance: float | None, sampling_steps: int | None) -> dict:
+    """The image generation options given (None: the model's default), by name."""
+    given = {"guidance": guidance, "sampling_steps": sampling_steps}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def task_runner(dask_address: str | None = None, dask_local: int | None = None):

@@ -32,16 +32,23 @@ def content_batch(
     prompt_file: str | None = None,
     sampling: dict | None = None,
     parent_run_id: str | None = None,
+    labels: str | None = None,
+    labels_file: str | None = None,
+    options: dict | None = None,
 ) -> Batch:
     """A curated batch of `n` items from the registered model `model_ref` (NAME, NAME@ALIAS or
     NAME/VERSION). `policy` (the policy file's format) overrides `policy_file`; `prompt_file`
-    and `sampling` (TextSampling fields) are for text models. The batch's MLflow run nests under
+    and `sampling` (TextSampling fields) are for text models; `labels` (a spec such as "7",
+    "3,7" or "3:0.7,7:0.3") or `labels_file` name the classes asked of a conditional image
+    model, `options` its family's generation options. The batch's MLflow run nests under
     `parent_run_id` (the pipeline run) when given."""
     # 1. plan: the model version, per-shard seeds, the policy; the evaluator (images) made
-    #    ready once, or the prompts and sampling options (text) checked against the model
+    #    ready once and the classes and options asked checked against the model, or the
+    #    prompts and sampling options (text) checked against the model
     plan = plan_batch(
-        model_ref, n, shards, seed, home, policy_file, prompt_file, policy=policy, sampling=sampling
-    )
+        model_ref, n, shards, seed, home, policy_file, prompt_file, policy=policy,
+        sampling=sampling, labels=labels, labels_file=labels_file, options=options,
+    )  # fmt: skip
 
     # 2. shards: generate, score and write one Parquet part each (finished shards are skipped);
     #    .result() raises a failed shard's error instead of the flow returning nothing

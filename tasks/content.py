@@ -15,6 +15,7 @@ from aigc_core import content
 from aigc_core.content import Batch, BatchPlan, ShardResult
 from aigc_core.content.publish import snapshot_class_names
 from aigc_core.curation.policy import Policy, load_policy
+from aigc_core.generation.labels import load_labels_file
 from aigc_core.paths import Home
 from tasks.tracking import Tracker
 
@@ -30,12 +31,21 @@ def plan_batch(
     prompt_file: str | None = None,
     policy: dict | None = None,
     sampling: dict | None = None,
+    labels: str | None = None,
+    labels_file: str | None = None,
+    options: dict | None = None,
 ) -> BatchPlan:
     """Resolve the model version, fix shard seeds and the policy; prepare the evaluator
     (images) or read the prompts and check them and the sampling options (text).
     `policy` (a dict in the policy file's format) is used instead of `policy_file` when given;
-    `sampling`: max_new_tokens, temperature, top_k, top_p, stop (text models only)."""
+    `sampling`: max_new_tokens, temperature, top_k, top_p, stop (text models only);
+    `labels` (a spec: "7", "3,7", "3:0.7,7:0.3") or `labels_file` (one spec a line): the
+    classes asked of a conditional image model; `options`: its family's generation options
+    (e.g. guidance, sampling_steps)."""
+    if labels and labels_file:
+        raise ValueError("give either labels or a labels file, not both")
     chosen = Policy.from_dict(policy) if policy is not None else load_policy(policy_file)
+    spec = load_labels_file(labels_file) if labels_file else labels
     h = Home.resolve(home).ensure()
     tracker = Tracker(h)
     version = tracker.resolve(model_ref)
@@ -50,6 +60,8 @@ def plan_batch(
         policy=chosen,
         prompt_file=prompt_file,
         sampling=sampling,
+        labels=spec,
+        options=options,
     )
 
 

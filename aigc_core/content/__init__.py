@@ -7,7 +7,8 @@ generates and scores its items and writes one Parquet part atomically under
 and readable. Publishing reads every part, applies the batch-wide decisions (near-duplicates
 across shards) and writes `content/<batch-id>/` in one rename: Parquet parts, manifest, contact
 sheet and an HTML review report (`publish.curate`, `publish.publish`). The batch id is derived
-from everything that determines the content (model version, n, shards, seed, policy), so a
+from everything that determines the content (model version, n, shards, seed, policy, and
+when given the classes asked of a conditional image model and its generation options), so a
 rerun finds the published batch instead of a second one.
 
 Images and text share this path; the batch's kind (its family's) decides what a shard generates

@@ -1,10 +1,11 @@
 """The published batch: `manifest.json`'s fields as a frozen record, `Batch`.
 
-The manifest says what the batch is (model version, run, snapshot, seed, shards, policy, and for
-text the sampling options and the number of prompts), what it holds (counts, reasons, one entry
-per Parquet file with its sha256) and where it was made (the MLflow batch run, the Prefect flow
-run). A `Batch` adds what is not in the file: where the batch lies and how many shards this run
-found already written.
+The manifest says what the batch is (model version, run, snapshot, seed, shards, policy, for
+text the sampling options and the number of prompts, for images the generation options given),
+what it holds (counts, reasons, items asked and kept per class when classes were asked, one
+entry per Parquet file with its sha256) and where it was made (the MLflow batch run, the
+Prefect flow run). A `Batch` adds what is not in the file: where the batch lies and how many
+shards this run found already written.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ MANIFEST_KEYS = (
     "sampling",
     "prompt_file",
     "n_prompts",
+    "options",
     "n_generated",
     "n_kept",
     "n_rejected",
     "rejected_by_reason",
+    "labels",
     "batch_run_id",
     "flow_run_id",
     "files",
@@ -46,6 +49,7 @@ MANIFEST_KEYS = (
     "report",
 )
 TEXT_ONLY = ("sampling", "prompt_file", "n_prompts")
+WHEN_GIVEN = ("options", "labels")  # only in batches whose request gave them
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,10 +81,14 @@ class Batch:
     sampling: Mapping[str, Any] | None = None  # text only
     prompt_file: str | None = None  # text only
     n_prompts: int | None = None  # text only
+    options: Mapping[str, Any] | None = None  # images: the generation options given
+    # images: items asked and kept per class, {"requested": {"7": 1000}, "kept": {"7": 912}}
+    labels: Mapping[str, Mapping[str, int]] | None = None
 
     def manifest(self) -> dict[str, Any]:
         """`manifest.json`'s content."""
         keys = [k for k in MANIFEST_KEYS if self.kind == "text" or k not in TEXT_ONLY]
+        keys = [k for k in keys if k not in WHEN_GIVEN or getattr(self, k)]
         return {k: getattr(self, k) for k in keys}
 
     def to_dict(self) -> dict[str, Any]:

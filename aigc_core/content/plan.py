@@ -1,10 +1,13 @@
 """Planning a content batch: everything that determines its content, fixed before any shard.
 
 `make_plan` takes the resolved model version (the registry lookup is the caller's) and returns
-a `BatchPlan`: the model's family and kind, per-shard seeds, the frozen policy, and for text the
-prompts and sampling options, checked against the model so a bad request fails here and not in
-a shard. The batch id is a hash of all of that, so a rerun of the same request finds its
-working parts or its published batch instead of making a second one.
+a `BatchPlan`: the model's family and kind, per-shard seeds, the frozen policy, for text the
+prompts and sampling options, and for images the classes asked of a conditional model (`labels`,
+a pattern: item i asks for `labels[i % len(labels)]`, `aigc_core.generation.labels`) and the
+family's generation options (e.g. a diffusion model's guidance and sampling steps), all checked
+against the model so a bad request fails here and not in a shard. The batch id is a hash of all
+of that, so a rerun of the same request finds its working parts or its published batch instead
+of making a second one; a request without labels or options has the id it always had.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from aigc_core.content.schema import FORMAT_VERSION, LINEAGE
 from aigc_core.curation.policy import Policy
 from aigc_core.evaluation.evaluator import load_or_train_evaluator
 from aigc_core.families.base import Family
+from aigc_core.generation.labels import LabelsError, parse_labels
 from aigc_core.generation.shards import Shard, plan_shards
 from aigc_core.generation.text_options import TextSampling, load_prompts
 from aigc_core.models.io import CONFIG, read_config
@@ -39,7 +44,9 @@ class BatchPlan:
     """A planned batch: plain values only, so it travels to Dask workers (pickled).
 
     `policy` holds the one section of the policy file that applies ({"image": {...}} or
-    {"text": {...}}); `sampling`, `prompts` and `prompt_file` are for text batches only."""
+    {"text": {...}}); `sampling`, `prompts` and `prompt_file` are for text batches only,
+    `labels` (the pattern of classes asked; empty: none) and `options` (generation options,
+    keys of the family's `params_example`) for image batches only."""
 
     batch_id: str
     kind: str  # "image" or "text": what shards generate and how items are curated
@@ -60,6 +67,8 @@ class BatchPlan:
     sampling: Mapping[str, Any] | None = None
     prompts: tuple[str, ...] = ()
     prompt_file: str | None = None
+    labels: tuple[int, ...] = ()
+    options: Mapping[str, Any] | None = None
 
     @property
     def lineage(self) -> dict[str, str]:
@@ -69,6 +78,10 @@ class BatchPlan:
     def item_prompt(self, index: int) -> str:
         """The prompt of item `index`: the prompts in turn, or empty (a new document)."""
         return self.prompts[index % len(self.prompts)] if self.prompts else ""
+
+    def item_label(self, index: int) -> int | None:
+        """The class asked of item `index`, or None when the request named none."""
+        return self.labels[index % len(self.labels)] if self.labels else None
 
     def generator(self):
         """The model's generator, from the plan's local model files (once per process)."""
@@ -108,6 +121,8 @@ def make_plan(
     policy: Policy | None = None,
     prompt_file: str | None = None,
     sampling: Mapping[str, Any] | None = None,
+    labels: str | Sequence[int] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> BatchPlan:
     """Plan a batch of `n` items from `version` in `shards` shards (None: one per 4,096 items).
 
@@ -116,17 +131,32 @@ def make_plan(
     the version names its family. Image batches get their snapshot's evaluator trained here,
     once, rather than raced for by shards on several workers; text batches read the prompt
     file and check the prompts and the sampling options (`TextSampling` fields) against the
-    model."""
+    model.
+
+    `labels` (images): a spec (`parse_labels`: "7", "3,7", "3:0.7,7:0.3") or a list of
+    classes, checked against the model's classes (`num_classes` of its saved config; none:
+    unconditional, which takes no labels): `LabelsError`. `options` (images): generation
+    options by name, each a key of the family's `params_example` with a value of its type
+    (None: the model's default); another name is a ValueError."""
     fetch_model = functools.cache(fetch_model)  # called at most once
     family = family_of(version, fetch_model)
     kind = family.kind
+    model = f"model {version.name} version {version.version}"
     if kind == "image" and (prompt_file is not None or sampling):
         given = f"--prompt-file {prompt_file}" if prompt_file else ", ".join(sorted(sampling))
         raise ValueError(
-            f"model {version.name} version {version.version} generates images, and prompts and "
+            f"{model} generates images, and prompts and "
             f"sampling options ({given}) apply to text models; drop --prompt-file and the "
             "sampling options"
         )
+    asked_labels = labels is not None and (not isinstance(labels, str) or labels.strip() != "")
+    if kind != "image" and (asked_labels or _given(options)):
+        given = ", ".join(["--labels"] * asked_labels + [_flag(k) for k in _given(options)])
+        raise ValueError(
+            f"{model} generates {kind}, and class labels and image generation options "
+            f"({given}) apply to image models; drop them"
+        )
+    chosen_options = check_options(family, options, model) if kind == "image" else {}
     snapshot_id = version.tag("snapshot_id")
     if not snapshot_id:
         raise LookupError(
@@ -147,10 +177,20 @@ def make_plan(
         "seed": seed,
     }
     text: dict[str, Any] = {}
+    image: dict[str, Any] = {}
     if kind == "image":
         chosen_policy = {"image": policy.image.to_dict()}
         key["policy"] = chosen_policy["image"]  # the key image batches always had
         model_dir = fetch_model()
+        pattern = check_labels(labels, model_dir, model)
+        if pattern:
+            key["labels"] = list(pattern)
+        else:  # the class check has nothing to check: the id need not change
+            key["policy"] = {k: v for k, v in key["policy"].items() if k != CLASS_SWITCH}
+        if chosen_options:
+            key["options"] = chosen_options
+            check_option_values(cache.generator(family.name, model_dir), chosen_options, model)
+        image = {"labels": pattern, "options": chosen_options or None}
         load_or_train_evaluator(home, snapshot_id)
     else:
         try:
@@ -188,7 +228,79 @@ def make_plan(
         work_dir=str(home.content / ".work" / batch_id),
         batch_dir=str(batch_dir),
         **text,
+        **image,
     )
+
+
+CLASS_SWITCH = "require_requested_class"  # the image policy's switch that reads `labels`
+
+
+def check_labels(
+    labels: str | Sequence[int] | None, model_dir: str | Path, model: str
+) -> tuple[int, ...]:
+    """The pattern of `labels` for the model saved in `model_dir`: its config's `num_classes`
+    (absent or 0: unconditional) bounds the classes. A `LabelsError` names the model."""
+    num_classes = int(read_config(Path(model_dir) / CONFIG).get("num_classes") or 0)
+    try:
+        return parse_labels(labels, num_classes)
+    except LabelsError as e:
+        raise LabelsError(f"{model}: {e}") from None
+
+
+def check_options(family: Family, options: Mapping[str, Any] | None, model: str) -> dict:
+    """The generation options given (None values left out: the model's defaults), sorted by
+    name, each a key of the family's `params_example` (but `labels`, given on its own) with a
+    value of its default's type; a ValueError names the option and what the family takes."""
+    takes = {k: v for k, v in family.params_example.items() if k != "labels"}
+    chosen = {}
+    for name, value in sorted(_given(options).items()):
+        if name not in takes:
+            known = ", ".join(_flag(k) for k in takes)
+            raise ValueError(
+                f"{model} is a {family.name} model, which takes no {_flag(name)} option "
+                + (f"(its generation options: {known})" if known else "(nor any other)")
+                + f"; drop {_flag(name)}"
+            )
+        chosen[name] = _option_value(name, value, takes[name])
+    return chosen
+
+
+def check_option_values(generator, options: Mapping[str, Any], model: str) -> None:
+    """Fail at planning, not in a shard: option values out of the model's range, where its
+    generator checks them (an `options(**options)` method, as the diffusion generator's)."""
+    check = getattr(generator, "options", None)
+    if callable(check):
+        try:
+            check(**options)
+        except ValueError as e:
+            raise ValueError(f"{model}: {e}") from None
+
+
+def _option_value(name: str, value: Any, default: Any) -> Any:
+    """`value` as the type of the option's default (an int is a float; a bool is neither)."""
+    if isinstance(default, bool):
+        ok, what = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        what, value = "a finite number", float(value) if ok else value
+    elif isinstance(default, str):
+        ok, what = isinstance(value, str), "a string"
+    else:
+        ok, what = True, ""
+    if not ok:
+        raise ValueError(f"{_flag(name)} must be {what}, got {value!r}")
+    return value
+
+
+def _given(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (options or {}).items() if v is not None}
+
+
+def _flag(name: str) -> str:
+    """The command-line option of a generation option: sampling_steps -> --sampling-steps."""
+    return "--" + name.replace("_", "-")
 
 
 def check_text_request(

@@ -2,10 +2,12 @@
 
 `curate` reads the parts (each must be there, readable, and together cover items 0..n-1 once)
 and applies the batch-wide decision of the batch's kind (near-duplicates across shards among
-them). `publish` writes `content/<batch-id>/` in one rename: the Parquet parts with the decision
-and every item's lineage, the manifest, an HTML review report and, for images, a contact sheet;
-then it removes the working parts. A batch published already, or concurrently by another run of
-the same request, is returned as it is (`published`).
+them; for an image asked to be a class, whether the evaluator sees that class), counting the
+items asked and kept per class when the request named classes. `publish` writes
+`content/<batch-id>/` in one rename: the Parquet parts with the decision and every item's
+lineage, the manifest, an HTML review report and, for images, a contact sheet; then it removes
+the working parts. A batch published already, or concurrently by another run of the same
+request, is returned as it is (`published`).
 
 What the caller logs about a batch (its tracking run's tags, parameters, metrics and files, a
 summary table and text) is computed here from the plan and the batch; logging it is the
@@ -69,6 +71,7 @@ class Curated:
     table: pa.Table  # the published schema: shard columns, decision, lineage
     n_kept: int
     rejected_by_reason: dict[str, int]
+    labels: dict[str, dict[str, int]] | None = None  # `label_counts`: when classes were asked
 
 
 def published(plan: BatchPlan, shards_skipped: int = 0) -> Batch | None:
@@ -108,8 +111,26 @@ def decide(plan: BatchPlan, table: pa.Table) -> pd.DataFrame:
     if plan.kind == "text":
         scores = table.select(text_score_columns(policy.text)).to_pandas()
         return decide_texts(table.column("text").to_pylist(), scores, policy.text)
-    scores = table.select(["confidence", "phash", "train_distance"]).to_pandas()
-    return decide_images(scores, policy.image)
+    columns = ["confidence", "phash", "train_distance", "predicted_label", "requested_label"]
+    return decide_images(table.select(columns).to_pandas(), policy.image)
+
+
+def label_counts(table: pa.Table) -> dict[str, dict[str, int]] | None:
+    """Items asked per class and kept per class, {"requested": {"7": 1000}, "kept": {"7": 912}}
+    (classes as strings, in order; a class none of whose items was kept counts 0), or None when
+    no item was asked for a class. `table` has `requested_label` and `kept`."""
+    if "requested_label" not in table.column_names:
+        return None
+    asked = table.select(["requested_label", "kept"]).to_pandas().dropna()
+    if asked.empty:
+        return None
+    labels = asked["requested_label"].astype(np.int64)
+    requested = labels.value_counts().sort_index()
+    kept = labels[asked["kept"].to_numpy(bool)].value_counts()
+    return {
+        "requested": {str(k): int(v) for k, v in requested.items()},
+        "kept": {str(k): int(kept.get(k, 0)) for k in requested.index},
+    }
 
 
 def curate(plan: BatchPlan) -> Curated:
@@ -127,7 +148,12 @@ def curate(plan: BatchPlan) -> Curated:
         full = full.append_column(schema.field(name), pa.array(values, typ))
     for k, v in plan.lineage.items():
         full = full.append_column(schema.field(k), pa.array([v] * plan.n, pa.string()))
-    return Curated(full, int(decided["kept"].sum()), rejected_by_reason(decided["reason"]))
+    return Curated(
+        full,
+        int(decided["kept"].sum()),
+        rejected_by_reason(decided["reason"]),
+        label_counts(full) if plan.kind == "image" else None,
+    )
 
 
 def snapshot_class_names(home: Home, snapshot_id: str) -> list[str] | None:
@@ -195,11 +221,15 @@ def image_report(
     full: pa.Table, class_names: list[str] | None = None
 ) -> tuple[list[ReportItem], dict[str, bytes | None]]:
     """Report cards with thumbnails, and contact sheets of the first 256 kept and rejected;
-    predicted labels by class name where `class_names` (the snapshot's) has one."""
+    predicted labels (and the class asked, `asked`, where the request named one) by class name
+    where `class_names` (the snapshot's) has one."""
     items, sheet_imgs = [], {True: ([], []), False: ([], [])}
     cols = ["id", "png", "predicted_label", "confidence", "train_distance", "kept", "reason"]
-    for row in full.select(cols).to_pylist():
+    has_asked = "requested_label" in full.column_names
+    for row in full.select(cols + ["requested_label"] * has_asked).to_pylist():
         label = class_label(row["predicted_label"], class_names)
+        asked = row.get("requested_label")
+        scores = {} if asked is None else {"asked": class_label(asked, class_names)}
         imgs, caps = sheet_imgs[row["kept"]]
         if len(imgs) < SHEET_ITEMS:
             imgs.append(decode_png(row["png"]))
@@ -210,6 +240,7 @@ def image_report(
                 kept=row["kept"],
                 reasons=_reasons(row["reason"]),
                 scores={
+                    **scores,
                     "label": label,
                     "conf": row["confidence"],
                     "train_d": row["train_distance"],
@@ -251,6 +282,7 @@ def text_report(full: pa.Table) -> tuple[list[ReportItem], dict[str, bytes | Non
 _SUMMARY_KEYS = ("batch_id", "model_name", "model_version", "run_id", "batch_run_id")
 _SUMMARY_KEYS += ("snapshot_id", "seed")
 _SUMMARY_KEYS += ("n_generated", "n_kept", "rejected_by_reason", "policy", "sampling")
+_SUMMARY_KEYS += ("options",)  # the classes asked: a table of their own
 _SUMMARY_KEYS += ("n_prompts", "created_at")
 
 
@@ -285,6 +317,7 @@ def publish(
         if kind == "text"
         else {}
     )
+    image = {"options": plan.options, "labels": curated.labels} if kind == "image" else {}
     try:
         with staged_dir(final, size_hint=full.nbytes) as tmp:
             files = []
@@ -311,6 +344,7 @@ def publish(
                 shards=[s.to_dict() for s in plan.shards],
                 policy=plan.policy,
                 **text,
+                **image,
                 n_generated=n,
                 n_kept=curated.n_kept,
                 n_rejected=n - curated.n_kept,
@@ -334,6 +368,7 @@ def publish(
                 summary,
                 report_items,
                 sheets=sheets,
+                labels=label_rows(curated.labels, class_names),
                 mlflow_url=mlflow_url,
                 mlflow_experiment_id=mlflow_experiment_id,
             )
@@ -344,6 +379,24 @@ def publish(
     progress.report("curate", n, n)
     log.info("batch %s published: %d of %d kept", plan.batch_id, curated.n_kept, n)
     return batch
+
+
+def label_rows(
+    labels: dict[str, dict[str, int]] | None, class_names: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per class asked: label, class (name), requested, kept; none when no class was
+    asked."""
+    if not labels:
+        return []
+    return [
+        {
+            "label": int(k),
+            "class": class_label(int(k), class_names),
+            "requested": v,
+            "kept": labels["kept"].get(k, 0),
+        }
+        for k, v in labels["requested"].items()
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,7 +413,9 @@ def run_tags(plan: BatchPlan, flow_run_id: str = "") -> dict[str, str]:
 
 
 def run_params(plan: BatchPlan) -> dict[str, Any]:
-    """The batch run's parameters: the request, the policy and (text) the sampling options."""
+    """The batch run's parameters: the request, the policy, (text) the sampling options,
+    (images) the generation options and the classes asked (`labels`: the first of the
+    pattern, e.g. "3,7" or "3,3,7,...")."""
     return {
         "n": plan.n,
         "seed": plan.seed,
@@ -368,8 +423,15 @@ def run_params(plan: BatchPlan) -> dict[str, Any]:
         "model_uri": plan.model_uri,
         **{f"policy.{k}": v for k, v in plan.policy[plan.kind].items()},
         **{f"sampling.{k}": v for k, v in (plan.sampling or {}).items()},
+        **{f"options.{k}": v for k, v in (plan.options or {}).items()},
+        **({"labels": _pattern_text(plan.labels)} if plan.labels else {}),
         **({"prompts": len(plan.prompts)} if plan.kind == "text" else {}),
     }
+
+
+def _pattern_text(pattern: tuple[int, ...], most: int = 20) -> str:
+    shown = ",".join(map(str, pattern[:most]))
+    return shown + (f",... ({len(pattern)} in turn)" if len(pattern) > most else "")
 
 
 def metric_key(reason: str) -> str:
@@ -378,12 +440,16 @@ def metric_key(reason: str) -> str:
 
 
 def run_metrics(batch: Batch) -> dict[str, float]:
-    """The batch run's metrics: counts, the kept fraction, items rejected per reason."""
+    """The batch run's metrics: counts, the kept fraction, items rejected per reason, and
+    items asked and kept per class (`label_7.requested`, `label_7.kept`) when classes were
+    asked."""
+    labels = batch.labels or {}
     return {
         "n_generated": batch.n_generated,
         "n_kept": batch.n_kept,
         "kept_fraction": batch.n_kept / batch.n_generated,
         **{f"rejected.{metric_key(k)}": v for k, v in batch.rejected_by_reason.items()},
+        **{f"label_{k}.{what}": v for what, c in labels.items() for k, v in c.items()},
     }
 
 
@@ -401,6 +467,17 @@ def summary_markdown(batch: Batch) -> str:
         if batch.kind == "text"
         else ""
     )
+    if batch.options:
+        sampling += f"generation options: `{json.dumps(batch.options, sort_keys=True)}`\n\n"
+    if batch.labels:
+        sampling += (
+            "per class asked (kept of requested): "
+            + ", ".join(
+                f"{k}: {batch.labels['kept'].get(k, 0)} of {v}"
+                for k, v in batch.labels["requested"].items()
+            )
+            + "\n\n"
+        )
     return (
         f"# Content batch `{batch.batch_id}`\n\n"
         f"model `{batch.model_name}` v{batch.model_version} (run "

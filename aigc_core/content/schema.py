@@ -2,7 +2,9 @@
 names of the published files.
 
 A shard part holds the items of one shard and every per-item score (`IMAGE_SHARD_SCHEMA`, or
-`text_shard_schema(policy)`: the text scores depend on the policy's n-gram checks). A published
+`text_shard_schema(policy)`: the text scores depend on the policy's n-gram checks). An image
+item names the class it was asked to be (`requested_label`, null when the request named none)
+beside the class the evaluator sees in it (`predicted_label`). A published
 part adds the batch-wide decision (`duplicate_of`, `kept`, `reason`) and the lineage of every
 item (`LINEAGE`): which batch, model version, run and snapshot it came from.
 """
@@ -32,6 +34,7 @@ IMAGE_SHARD_SCHEMA = pa.schema(
         *_ITEM,
         pa.field("seed", pa.int64(), nullable=False),  # the shard's seed
         pa.field("png", pa.binary(), nullable=False),
+        pa.field("requested_label", pa.int16()),  # the class asked (--labels); null: none
         pa.field("predicted_label", pa.int16()),
         pa.field("confidence", pa.float32()),
         pa.field("phash", pa.int64()),

@@ -1,11 +1,13 @@
 """One shard of a content batch: generate its items, score each, write one Parquet part.
 
-A shard's items depend only on the plan (model version, the shard's seed, sampling options), so
-it can run on any worker and be redone after a crash. Its part is written atomically under the
+A shard's items depend only on the plan (model version, the shard's seed, sampling options, the
+classes asked and the generation options), so it can run on any worker and be redone after a
+crash. Its part is written atomically under the
 batch's working folder; a rerun skips the shards whose part is there and readable.
 
-What a shard generates and scores depends on the batch's kind: images (`image_shard`, scored by
-the snapshot's evaluator and against the training images) or texts (`text_shard`, each from its
+What a shard generates and scores depends on the batch's kind: images (`image_shard`, each asked
+for the class the plan's label pattern gives its index, scored by the snapshot's evaluator and
+against the training images) or texts (`text_shard`, each from its
 own seed, scored per item under the generating model and against the training text's n-grams).
 """
 
@@ -33,6 +35,7 @@ from aigc_core.curation.policy import TextPolicy
 from aigc_core.curation.text import TrainingNgrams, score_texts
 from aigc_core.data.snapshot import find_snapshot, image_arrays, read_table, text_split
 from aigc_core.evaluation.evaluator import load_or_train_evaluator
+from aigc_core.generation.labels import item_labels
 from aigc_core.generation.shards import Shard, part_name, shard_seed
 from aigc_core.images import png_bytes, to_uint8
 from aigc_core.paths import Home
@@ -75,8 +78,9 @@ def _training_table(home: Home, snapshot_id: str) -> pa.Table:
 
 
 def image_shard(plan: BatchPlan, s: Shard, home: Home, generator) -> pa.Table:
-    """Images of one shard (drawn from the shard's seed), scored by the evaluator and against
-    the training images."""
+    """Images of one shard (drawn from the shard's seed; item i asked for class
+    `plan.item_label(i)` when the plan names classes), scored by the evaluator and against the
+    training images."""
     evaluator = cached(
         ("evaluator", str(home.root), plan.snapshot_id),
         lambda: load_or_train_evaluator(home, plan.snapshot_id)[0],
@@ -87,10 +91,15 @@ def image_shard(plan: BatchPlan, s: Shard, home: Home, generator) -> pa.Table:
         return image_arrays(train)[0], train.column("id").to_pylist()
 
     train, train_ids = cached(("train", str(home.root), plan.snapshot_id), training_images)
-    images = to_uint8(generator.generate(s.count, s.seed))  # (count, H, W) uint8
+    labels = item_labels(plan.labels, s.start, s.stop)  # (count,) int64, or None
+    # labels and options only when asked: a generator of the older protocol takes neither
+    asked = {"labels": labels} if labels is not None else {}
+    images = generator.generate(s.count, s.seed, **asked, **(plan.options or {}))
+    images = to_uint8(images)  # (count, H, W) uint8
     _, probs = evaluator.embed(torch.from_numpy(images.astype(np.float32)[:, None] / 255.0))
     scores = score_images(images, probs, train)
     idx = np.arange(s.start, s.stop)
+    nulls = pa.nulls(len(idx), pa.int16())
     return pa.table(
         {
             "id": [f"{plan.batch_id}-{i:07d}" for i in idx],
@@ -98,6 +107,7 @@ def image_shard(plan: BatchPlan, s: Shard, home: Home, generator) -> pa.Table:
             "shard": pa.array(np.full(len(idx), s.index), pa.int32()),
             "seed": pa.array(np.full(len(idx), s.seed), pa.int64()),
             "png": [png_bytes(img) for img in images],
+            "requested_label": pa.array(labels, pa.int16()) if labels is not None else nulls,
             "predicted_label": pa.array(scores["predicted_label"], pa.int16()),
             "confidence": pa.array(scores["confidence"], pa.float32()),
             "phash": pa.array(scores["phash"], pa.int64()),

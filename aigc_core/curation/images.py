@@ -13,6 +13,9 @@ Scorers:
 - train_distance: RMS pixel distance in [0, 1] to the nearest training image; below
   `min_train_distance` the item is a copy of training data (memorization). On the built-in
   digits, distinct training images are never closer than 0.03 to each other.
+- requested class: an item a conditional model was asked to make as class c (`requested_label`,
+  null or absent when none was asked) whose `predicted_label` (the evaluator's) is another class
+  is wrong_class, under the policy's `require_requested_class`.
 """
 
 from __future__ import annotations
@@ -100,12 +103,17 @@ def score_images(
 
 def decide_images(scores: pd.DataFrame, policy: ImagePolicy) -> pd.DataFrame:
     """Add `duplicate_of`, `kept` and `reason` (all reasons, `;`-separated, empty when kept).
-    Rows must be in batch order: of two near-duplicates the later one is rejected."""
+    Rows must be in batch order: of two near-duplicates the later one is rejected. With a
+    `requested_label` column (null: no class asked), an item predicted as another class than
+    the one asked is wrong_class (`policy.require_requested_class`)."""
     df = scores.copy()
     reasons: list[list[str]] = [[] for _ in range(len(df))]
     if policy.min_confidence is not None:
         for i in np.flatnonzero(df["confidence"].to_numpy() < policy.min_confidence):
             reasons[i].append(f"low_confidence<{policy.min_confidence:g}")
+    if policy.require_requested_class and "requested_label" in df:
+        for i in np.flatnonzero(wrong_class(df["requested_label"], df["predicted_label"])):
+            reasons[i].append("wrong_class")
     dup = np.full(len(df), -1, dtype=np.int64)
     if policy.max_duplicate_bits is not None:
         dup = duplicate_of(df["phash"].to_numpy().view(np.uint64), policy.max_duplicate_bits)
@@ -124,6 +132,13 @@ def decide_images(scores: pd.DataFrame, policy: ImagePolicy) -> pd.DataFrame:
     df["reason"] = [";".join(r) for r in reasons]
     df["kept"] = df["reason"] == ""
     return df
+
+
+def wrong_class(requested: pd.Series, predicted: pd.Series) -> np.ndarray:
+    """(N,) bool: a class was asked (not null) and the prediction is another one."""
+    asked = requested.notna().to_numpy()
+    req = requested.fillna(-1).to_numpy(dtype=np.int64)
+    return asked & (req != predicted.to_numpy(dtype=np.int64))
 
 
 def curate_images(

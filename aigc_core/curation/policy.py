@@ -5,6 +5,8 @@
       min_confidence: 0.9        # evaluator's top-class probability
       max_duplicate_bits: 2      # phash Hamming distance to an earlier item of the batch
       min_train_distance: 0.02   # RMS pixel distance to the nearest training image
+      require_requested_class: true  # an item asked to be class c (--labels) that the
+                                     #   evaluator reads as another class is wrong_class
     text:
       min_words: 3                 # words per item: fewer is too_short
       max_words: 2000              # more is too_long
@@ -25,6 +27,11 @@
       minhash_num_perm: 128
       train_ngram: 13              # word n-grams shared with the model's training text...
       max_train_ngram_fraction: 0.0  # ...above this fraction of the item's n-grams reject it
+
+`require_requested_class` is a switch, not a threshold: on (the default), an item of a
+conditional model's batch that was asked to be class c (`aigc generate --labels`) is rejected
+as wrong_class when the evaluator predicts another class; items asked for no class are never
+checked. Off keeps such items (their requested and predicted labels stay in the batch).
 
 Keys left out take the defaults of `ImagePolicy` / `TextPolicy`; null turns a scorer off;
 an unknown key is an error (a typo must not silently disable a filter), and so is a value out
@@ -50,6 +57,7 @@ from pydantic.dataclasses import dataclass
 
 from aigc_core.config_types import (
     CONFIG,
+    Bool,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveInt,
@@ -70,9 +78,24 @@ class ImagePolicy:
     """phash Hamming distance to an earlier item of the batch; within it is a duplicate"""
     min_train_distance: Probability | None = 0.02
     """RMS pixel distance to the nearest training image; less is memorized"""
+    require_requested_class: Bool = True
+    """an item asked to be one class (--labels) that the evaluator predicts as another is
+    wrong_class; items asked for no class are not checked"""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The thresholds and switches. A switch added after batches were first made
+        (`LATER_SWITCHES`) is left out at its default: a batch id is a hash of this dict, and
+        at the default the switch changes nothing in a batch that asks for no labels, so such
+        batches keep their ids."""
+        d = asdict(self)
+        for name, default in LATER_SWITCHES.items():
+            if d[name] == default:
+                del d[name]
+        return d
+
+
+# switches of `ImagePolicy.to_dict` left out at their default (name -> default)
+LATER_SWITCHES = {"require_requested_class": True}
 
 
 # The PII kinds a policy's `text.pii` can name, and what each matches (`curation.text.pii_hits`):
