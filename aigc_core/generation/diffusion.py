@@ -20,25 +20,19 @@ as `aigc_core.generation.images` does for one-shot generators.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from aigc_core.generation.images import ImageGenerator
-from aigc_core.generation.labels import LabelsError, balanced
-from aigc_core.memory import keep_freed_memory
+from aigc_core.generation.images import ImageGenerator, check_labels, run_batches
 from aigc_core.models.diffusion import SAMPLERS, DiffusionConfig, DiffusionModel
 from aigc_core.models.io import config_fields, load_weights, read_config
 from aigc_core.training.device import autocast, bf16_supported
 
 OPTIONS = ("guidance", "sampling_steps")  # generation options, the pyfunc's params beside labels
 MAX_GUIDANCE = 100.0
-_THREADS = threading.Lock()  # held while a call has lowered torch's thread count
 
 
 def schedule(cfg: DiffusionConfig):
@@ -118,10 +112,6 @@ class DiffusionGenerator(ImageGenerator):
     """A trained `DiffusionModel` ready to sample; `predict` is `ImageGenerator`'s, with the
     params `labels`, `guidance` and `sampling_steps`."""
 
-    @property
-    def num_classes(self) -> int:
-        return self.module.cfg.num_classes
-
     def options(self, guidance=None, sampling_steps=None) -> tuple[float, int]:
         """(guidance, steps) asked for, the model's defaults where None, a negative guidance
         or 0 steps; a value out of range raises ValueError naming it."""
@@ -146,26 +136,6 @@ class DiffusionGenerator(ImageGenerator):
             )
         return float(guidance), int(sampling_steps)
 
-    def labels_for(self, labels, n: int) -> torch.Tensor | None:
-        """(n,) int64 labels for n items: those given, or the classes in turn for a
-        conditional model given none; labels an unconditional model is given, or out of
-        range, raise LabelsError."""
-        k = self.num_classes
-        if labels is None:
-            return torch.from_numpy(balanced(n, k)) if k else None
-        if not k:
-            raise LabelsError(
-                "labels asked of an unconditional diffusion model: train a conditional one "
-                "(model.conditional, on a labelled snapshot) or ask for no labels"
-            )
-        arr = np.asarray(labels)
-        if arr.shape != (n,) or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-            raise LabelsError(f"labels must be ({n},) integers, one per image, got {arr.shape}")
-        bad = arr[(arr < 0) | (arr >= k)]
-        if bad.size:
-            raise LabelsError(f"label {int(bad[0])} is out of range: the model knows 0..{k - 1}")
-        return torch.from_numpy(arr.astype(np.int64))
-
     def generate(
         self,
         n: int,
@@ -189,17 +159,14 @@ class DiffusionGenerator(ImageGenerator):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         w, steps = self.options(guidance, sampling_steps)
-        y_all = self.labels_for(labels, n)  # (n,) or None
+        labels = check_labels(labels, n, self.num_classes)  # (n,) or None
+        y_all = None if labels is None else torch.from_numpy(labels)
         model = self.module.eval()
         cfg = model.cfg
         device = next(model.parameters()).device
         use_bf16 = bf16_supported(device)
         model.to(memory_format=torch.channels_last)  # conv weights only; idempotent
         noise = starting_noise(n, cfg, seed)  # (n, C, H, W)
-        starts = range(0, n, batch_size)
-        workers = min(torch.get_num_threads(), len(starts)) if device.type == "cpu" else 1
-        if device.type == "cpu":
-            keep_freed_memory()
 
         def run(start: int) -> torch.Tensor:  # inference mode and autocast are per thread
             z = noise[start : start + batch_size].to(device, memory_format=torch.channels_last)
@@ -208,21 +175,7 @@ class DiffusionGenerator(ImageGenerator):
                 x = sample(model, z, y, w, steps, cfg.sampler, bf16=use_bf16)
             return ((x + 1) / 2).cpu().contiguous()  # (B, C, H, W) in [0, 1]
 
-        out = []
-        with contextlib.ExitStack() as stack:
-            if workers > 1:
-                stack.enter_context(_THREADS)
-                threads = torch.get_num_threads()
-                torch.set_num_threads(1)
-                stack.callback(torch.set_num_threads, threads)
-                batches = stack.enter_context(ThreadPoolExecutor(workers)).map(run, starts)
-            else:
-                batches = map(run, starts)
-            for start, batch in zip(starts, batches, strict=True):
-                out.append(batch)
-                if on_batch is not None:
-                    on_batch(min(start + batch_size, n), n)
-        return torch.cat(out).numpy()
+        return run_batches(run, n, batch_size, device, on_batch)
 
 
 def load_generator(

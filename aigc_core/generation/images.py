@@ -108,12 +108,6 @@ def generate_images(
         net, cast = generator, use_bf16
         if use_bf16:
             generator.to(memory_format=torch.channels_last)  # conv weights only; idempotent
-    starts = range(0, n, batch_size)
-    threads = torch.get_num_threads()
-    workers = workers or threads
-    workers = min(workers, len(starts)) if device.type == "cpu" else 1
-    if device.type == "cpu":
-        keep_freed_memory()
 
     def run(start: int) -> torch.Tensor:  # autocast and inference mode are per thread
         with torch.inference_mode(), autocast(device, cast):
@@ -122,6 +116,21 @@ def generate_images(
             x = net(z, *y)  # (B, C, H, W); an unconditional module is called as net(z)
             return ((x.float() + 1) / 2).clamp_(0, 1).cpu().contiguous()
 
+    return run_batches(run, n, batch_size, device, on_batch, workers)
+
+
+def run_batches(
+    run, n: int, batch_size: int, device: torch.device, on_batch=None, workers: int | None = None
+) -> np.ndarray:
+    """`run(start)` -> the images of items start..start+batch_size-1, for every batch of n
+    items, concatenated. On the CPU, batches run at once on `workers` threads (default: torch's
+    intra-op thread count) with one intra-op thread each (see the module's docstring);
+    on_batch(done, n) after each batch, in order."""
+    starts = range(0, n, batch_size)
+    workers = workers or torch.get_num_threads()
+    workers = min(workers, len(starts)) if device.type == "cpu" else 1
+    if device.type == "cpu":
+        keep_freed_memory()
     out = []
     with contextlib.ExitStack() as stack:
         if workers > 1:
