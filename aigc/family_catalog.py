@@ -3,7 +3,8 @@
 The family registry (`aigc_core.families.available()`) imports every family's module, and with
 them torch and the models: ~3.5 s here, too slow to check `--model` and `--preset` or to answer a
 TAB. What the CLI needs of them is what `aigc families --json` prints (each family's `to_dict()`:
-name, kind, metric, presets) and, to check `--config` / `--set` overrides before the family
+name, kind, metric, presets, the names of its request options `params`, which `aigc generate`
+checks its options against) and, to check `--config` / `--set` overrides before the family
 loads, each family's settings schema (`settings_schema`: the JSON Schema of a config file,
 `aigc_core.settings.json_schema(family)`, and the fields the data fills in). That is kept in a
 cache file together with a fingerprint of everything it was built from:
@@ -43,7 +44,7 @@ from aigc_core import families as registry
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "AIGC_CACHE_DIR"
-FORMAT = 2  # of the cache file; a new one rebuilds it
+FORMAT = 3  # of the cache file; a new one rebuilds it (3: each family's `params`)
 
 
 class UnknownChoice(ValueError):
@@ -63,6 +64,13 @@ def settings_schema(family: str) -> dict | None:
     pydantic cannot describe, presets of different config classes): `settings.resolve` checks
     those. Says no plugin warnings: `catalog()` has said them for this command."""
     return _load(announce=False)["settings"].get(family)
+
+
+def entry(family: str) -> dict | None:
+    """The catalog entry (`to_dict()`) of `family`; None for an unknown one. Says no plugin
+    warnings, as `settings_schema`: for a command that reads a family from a registered
+    version rather than from its arguments."""
+    return next((f for f in _load(announce=False)["families"] if f["name"] == family), None)
 
 
 def family_names() -> list[str]:

@@ -127,7 +127,9 @@ def generate(
         preflight.existing_file("--prompt-file", prompt_file)
         preflight.labels(labels, labels_file)
         preflight.generation_options(guidance, sampling_steps)
-        preflight.model_ref(Home.resolve(home), model)  # the registry, read without MLflow
+        found = preflight.model_ref(Home.resolve(home), model)  # the registry, without MLflow
+        options = {"guidance": guidance, "sampling_steps": sampling_steps}
+        preflight.model_request(Home.resolve(home), found, labels, labels_file, options)
     sampling = _check_content_options(
         policy, prompt_file, temperature, top_k, top_p, max_new_tokens, stop
     )

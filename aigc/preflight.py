@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from aigc import family_catalog, registry_lookup
+from aigc_core import stages
 from aigc_core.paths import Home
 
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")  # models:/..., runs:/..., s3://..., file:///...
@@ -114,8 +116,8 @@ MAX_LABEL = 2**15 - 1
 def labels(spec: str | None, labels_file: Path | None) -> str | None:
     """The label spec of `--labels` or `--labels-file` (not both), its format checked ("7",
     "3,7", "3:0.7,7:0.3"; the file readable, one spec a line); None when neither is given.
-    Whether the model is conditional and knows these classes is checked when the batch is
-    planned (its saved config). Raises LabelsError (a ValueError)."""
+    Whether the model is conditional and knows these classes is `model_request`'s to check
+    (and the batch plan's, from its saved config). Raises LabelsError (a ValueError)."""
     if spec is not None and labels_file is not None:
         raise ValueError("give either --labels or --labels-file, not both")
     if labels_file is not None:
@@ -135,11 +137,76 @@ def labels(spec: str | None, labels_file: Path | None) -> str | None:
 
 def generation_options(guidance: float | None, sampling_steps: int | None) -> None:
     """--guidance a finite number >= 0, --sampling-steps >= 1. Whether the model's family takes
-    them (a diffusion model does) is checked when the batch is planned."""
+    them (a diffusion model does) is `model_request`'s to check."""
     if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
         raise ValueError(f"--guidance must be a finite number >= 0, got {guidance}")
     if sampling_steps is not None and sampling_steps < 1:
         raise ValueError(f"--sampling-steps must be >= 1, got {sampling_steps}")
+
+
+def model_request(
+    home: Home,
+    found: tuple[str, int] | None,
+    spec: str | None,
+    labels_file: Path | None,
+    options: Mapping[str, Any],
+) -> None:
+    """Whether the registered version `found` (`model_ref`'s answer) takes what `aigc generate`
+    asks of it, as the batch plan (`aigc_core.content.plan.make_plan`) checks it and in its
+    words, but from the registry and the family catalog (no torch, no MLflow, no model files):
+
+    - class labels and generation options of a text model: none taken;
+    - a generation option (`options`: name -> value, None not given) its family does not take:
+      the family's request options are its catalog entry's `params`;
+    - labels (`spec`, or the file's) asked of an unconditional model or out of its classes: the
+      version's `aigc.num_classes` tag, recorded at registration.
+
+    What the registry does not say is left to the plan: a store only MLflow reads, a version
+    without a family tag, a family the catalog does not know, a version registered before the
+    `num_classes` tag. Call it after `labels` and `generation_options` checked the values."""
+    given = [k for k, v in options.items() if v is not None]
+    if found is None or (spec is None and labels_file is None and not given):
+        return
+    registry = registry_lookup.open_registry(home)
+    if registry is None:
+        return
+    name, version = found
+    tags = registry.version_tags(name, version)
+    family = stages.tag(tags, "family")
+    entry = family_catalog.entry(family) if family else None
+    if entry is None:
+        return
+    model = f"model {name} version {version}"
+    asked = spec is not None or labels_file is not None
+    if entry["kind"] != "image":  # text: a family's kind is one of the two
+        flags = ", ".join(["--labels"] * asked + [_flag(k) for k in given])
+        raise ValueError(
+            f"{model} generates {entry['kind']}, and class labels and image generation "
+            f"options ({flags}) apply to image models; drop them"
+        )
+    if "params" in entry:
+        takes = [k for k in entry["params"] if k != "labels"]
+        for option in sorted(given):
+            if option not in takes:
+                known = ", ".join(_flag(k) for k in takes)
+                raise ValueError(
+                    f"{model} is a {family} model, which takes no {_flag(option)} option "
+                    + (f"(its generation options: {known})" if known else "(nor any other)")
+                    + f"; drop {_flag(option)}"
+                )
+    num_classes = stages.tag(tags, "num_classes")
+    if asked and num_classes.isdigit():
+        from aigc_core.generation.labels import LabelsError, load_labels_file, parse_labels
+
+        try:
+            parse_labels(load_labels_file(labels_file) if labels_file else spec, int(num_classes))
+        except LabelsError as e:
+            raise LabelsError(f"{model}: {e}") from None
+
+
+def _flag(name: str) -> str:
+    """The command-line option of a generation option: sampling_steps -> --sampling-steps."""
+    return "--" + name.replace("_", "-")
 
 
 def overrides(config: Path | None, sets: Sequence[str], steps: int | None = None) -> dict:

@@ -5,7 +5,9 @@ aliases and version tags, without importing MLflow or starting anything.
 failed inside MLflow's client, ~39 s later, saying the model had no champion; importing MLflow
 alone takes ~4.4 s here. The registry answers in milliseconds when read directly, so every
 command that takes a model reference asks it first (`resolve_ref`, `check_model`,
-`check_version`) and a wrong one is a usage error before anything starts. It is read the way
+`check_version`) and a wrong one is a usage error before anything starts; a version's tags
+(`version_tags`: its family, its classes) let `aigc generate` check that the model takes the
+options asked of it. It is read the way
 MLflow keeps it:
 
 - a SQLite store (the home's `sqlite:///<home>/mlflow.db`, or any `sqlite:///` tracking URI):
@@ -75,6 +77,8 @@ class Registry(Protocol):
     def model(self, name: str) -> ModelInfo | None: ...
 
     def list_models(self) -> list[dict]: ...
+
+    def version_tags(self, name: str, version: int) -> dict[str, str]: ...
 
 
 # --- which store ----------------------------------------------------------------------------
@@ -273,6 +277,11 @@ class SqliteRegistry:
         versions = [(n, v, r, tags.get((n, int(v)), {})) for n, v, r in rows if n in models]
         return _listing(models, versions)
 
+    def version_tags(self, name: str, version: int) -> dict[str, str]:
+        """The tags of version `version` of model `name` ({} for a version it does not hold)."""
+        sql = "SELECT key, value FROM model_version_tags {where} AND name = ? AND version = ?"
+        return dict(self._query("model_version_tags", sql, (name, int(version))))
+
     def _query(self, table: str, sql: str, params: tuple = ()) -> list[tuple]:
         """Rows of `sql`, whose `{where}` becomes the workspace filter of `table` (or a true
         condition on stores from before workspaces); [] when the store or table does not exist
@@ -338,6 +347,11 @@ class RestRegistry:
             for v in self._pages("model-versions/search", "model_versions", {})
         ]
         return _listing(models, [v for v in versions if v[0] in models])
+
+    def version_tags(self, name: str, version: int) -> dict[str, str]:
+        found = self._get("model-versions/get", {"name": name, "version": str(int(version))})
+        tags = (found or {}).get("model_version", {}).get("tags", [])
+        return {t["key"]: t.get("value", "") for t in tags}
 
     def _registered_models(self) -> list[dict]:
         return self._pages("registered-models/search", "registered_models", {"max_results": 1000})

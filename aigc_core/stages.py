@@ -53,7 +53,9 @@ class Scores:
 # Every MLflow run and model version tag that says what made it is `aigc.<key>`: aigc.stage
 # (pipeline, data-contract, train, content-batch), aigc.family, aigc.dataset, aigc.preset,
 # aigc.snapshot_id, aigc.run_id, aigc.flow_run_id, aigc.git_revision, aigc.code_digest,
-# aigc.config_digest, aigc.parent_version, aigc.parent_model_uri, aigc.batch_id. The registry's
+# aigc.config_digest, aigc.parent_version, aigc.parent_model_uri, aigc.batch_id, and for image
+# versions aigc.num_classes (0: unconditional; `aigc generate --labels` is checked against it
+# before a flow starts). The registry's
 # decisions have their own prefixes: gate.<metric> (what the gate read), promotion.<key> and
 # rollback.<key> (see `aigc_core.promotion`).
 TAG_PREFIX = "aigc."

@@ -1,9 +1,10 @@
 """Tasks of the register and promote stages, and the registry services the CLI calls.
 
 Registering logs the served module as a pyfunc model from code and makes it a new version,
-`challenger`, tagged with its lineage and gate metrics. Promoting is the compare-and-set of
-`aigc_core.promotion`, acting on the tracker; every decision is recorded in the version's tags
-and in the audit log (`<home>/registry/audit.jsonl`).
+`challenger`, tagged with its lineage, its classes (`aigc.num_classes`, image models) and gate
+metrics. Promoting is the compare-and-set of `aigc_core.promotion`, acting on the tracker;
+every decision is recorded in the version's tags and in the audit log
+(`<home>/registry/audit.jsonl`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from prefect import task
 from prefect.runtime import flow_run
 
 from aigc_core import families, progress, promotion, provenance, stages
-from aigc_core.models.io import CONFIG, WEIGHTS
+from aigc_core.models.io import CONFIG, WEIGHTS, read_config
 from aigc_core.paths import Home
 from aigc_core.stages import PromotionResult, RegisteredVersion, Scores, TrainedRun
 from tasks.tracking import CHALLENGER, Tracker
@@ -54,6 +55,9 @@ def register(trained: TrainedRun, scores: Scores, home: str) -> RegisteredVersio
             # warm start: the version it was initialised from
             parent_version=trained.parent_version,
             parent_model_uri=trained.parent_model_uri if trained.parent_version else None,
+            # the classes an image model takes (0: unconditional), as the batch plan reads them
+            # from the saved config: `aigc generate` checks --labels against it before starting
+            num_classes=num_classes(family, model_dir),
         )
         gate = promotion.gate_tags(scores.metrics, family.policy)
         version = tracker.register(uri, name, tags={**lineage, **gate})
@@ -62,6 +66,14 @@ def register(trained: TrainedRun, scores: Scores, home: str) -> RegisteredVersio
         tracker.describe_version(name, version, about)
     progress.report("register", 1, 1)
     return RegisteredVersion(name, version, uri, run_id, about)
+
+
+def num_classes(family, model_dir: Path) -> int | None:
+    """The `num_classes` of an image model's saved config (absent: 0, unconditional); None
+    for a text model, which takes no labels whatever its config says."""
+    if family.kind != "image":
+        return None
+    return int(read_config(Path(model_dir) / CONFIG).get("num_classes") or 0)
 
 
 @task(name="promote")

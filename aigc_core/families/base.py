@@ -143,13 +143,15 @@ class Family:
         return Preset(*self.presets[name])
 
     def to_dict(self) -> dict:
-        """What `aigc families --json` prints."""
+        """What `aigc families --json` prints. `params`: the names of its request options (the
+        keys of `params_example`), which `aigc generate` checks its options against."""
         return {
             "name": self.name,
             "kind": self.kind,
             "description": self.description,
             "primary_metric": self.policy.metric,
             "lower_is_better": self.policy.lower_is_better,
+            "params": list(self.params_example),
             "presets": {
                 name: {"model": p.model.to_dict(), "train": _plain(p.train)}
                 for name, p in self.presets.items()

@@ -148,3 +148,29 @@ def test_no_settings_schema_where_one_cannot_describe_the_overrides():
     mixed = fake_family((PlainTrain(), PlainTrain()), (NotAType(), PlainTrain()))
     assert fc._settings(mixed) is None  # two presets of different config classes
     assert fc._settings(fake_family((NotAType(), PlainTrain()))) is None
+
+
+def test_each_familys_request_options_are_in_its_entry(cache, monkeypatch):
+    """`aigc generate` checks --guidance and --sampling-steps against them, without torch."""
+    expected = {n: list(f.params_example) for n, f in families.available().items()}
+    assert expected["diffusion"] == ["labels", "guidance", "sampling_steps"]
+    assert "guidance" not in expected["dcgan"]
+    fc.catalog()
+    monkeypatch.setattr(families, "available", no_loading)  # the cache answers from here
+    assert {n: e["params"] for n, e in fc.catalog().items()} == expected
+    assert fc.entry("diffusion") == fc.catalog()["diffusion"]
+    assert fc.entry("nosuch") is None
+
+
+def test_a_cache_from_before_the_params_is_rebuilt(cache, monkeypatch):
+    """A cache file of format 2 has no `params`: its fingerprint no longer matches."""
+    current = fc.FORMAT
+    monkeypatch.setattr(fc, "FORMAT", 2)
+    fc.catalog()
+    data = json.loads(fc.cache_file().read_text())
+    for entry in data["families"]:
+        del entry["params"]  # what format 2 held
+    fc.cache_file().write_text(json.dumps(data))
+    assert "params" not in fc.entry("dcgan")
+    monkeypatch.setattr(fc, "FORMAT", current)
+    assert current > 2 and fc.entry("dcgan")["params"] == list(families.get("dcgan").params_example)

@@ -229,3 +229,136 @@ def test_without_a_schema_resolve_decides(monkeypatch):
     preflight.overrides_fit("dcgan", {"train": {"lr": -1}})  # nothing to check it against
     with pytest.raises(settings.SettingsError, match="train.lr: Input should be greater than 0"):
         preflight.resolved("dcgan", "smoke", {"train": {"lr": -1}})
+
+
+# --- what `aigc generate` asks of the model, from the registry's tags and the catalog ---------
+
+
+class TaggedRegistry:
+    """A registry reader holding one tagged version: (name, version) -> tags."""
+
+    def __init__(self, tags: dict):
+        self.tags = tags
+
+    def version_tags(self, name: str, version: int) -> dict[str, str]:
+        return dict(self.tags.get((name, version), {}))
+
+
+@pytest.fixture
+def tagged(cache, monkeypatch, tmp_path):
+    """A home whose registry `model_request` reads as `tags` says (set `tags` in the test); the
+    catalog built, the family registry out of reach."""
+    tags: dict = {}
+    monkeypatch.setattr(rl, "open_registry", lambda home: TaggedRegistry({("m", 1): tags}))
+    family_catalog.catalog()
+    known = families.available()  # for the plan's own checks, which load the family
+    monkeypatch.setattr(families, "available", no_loading)
+    return SimpleNamespace(home=Home(tmp_path / "home"), tags=tags, families=known)
+
+
+def request(tagged, tags: dict, labels=None, labels_file=None, **options) -> str | None:
+    tagged.tags.clear()
+    tagged.tags.update(tags)
+    try:
+        preflight.model_request(tagged.home, ("m", 1), labels, labels_file, options)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def test_options_the_family_does_not_take_are_refused_in_the_plans_words(tagged):
+    from aigc_core.content.plan import check_options
+
+    dcgan = {"aigc.family": "dcgan", "aigc.num_classes": "0"}
+    for options in (
+        {"guidance": 2.0},
+        {"sampling_steps": 4},
+        {"guidance": 1.0, "sampling_steps": 3},
+    ):
+        said = request(tagged, dcgan, **options)
+        with pytest.raises(ValueError) as plan:
+            check_options(tagged.families["dcgan"], options, "model m version 1")
+        assert said == str(plan.value), (said, plan.value)
+    assert "takes no --guidance option (nor any other); drop --guidance" in request(
+        tagged, dcgan, guidance=2.0, sampling_steps=None
+    )
+    diffusion = {"aigc.family": "diffusion", "aigc.num_classes": "10"}
+    assert request(tagged, diffusion, guidance=2.0, sampling_steps=4) is None
+    assert request(tagged, {"family": "dcgan"}, guidance=2.0) is not None  # the legacy tag
+    # a text model takes neither labels nor image options
+    said = request(tagged, {"aigc.family": "charlstm"}, labels="7", guidance=2.0)
+    assert said == (
+        "model m version 1 generates text, and class labels and image generation options "
+        "(--labels, --guidance) apply to image models; drop them"
+    )
+
+
+def test_labels_are_checked_against_the_versions_classes(tagged, tmp_path):
+    from aigc_core.generation.labels import LabelsError, parse_labels
+
+    def plan_says(spec, k):  # `plan.check_labels`, whose config says k classes
+        with pytest.raises(LabelsError) as e:
+            parse_labels(spec, k)
+        return f"model m version 1: {e.value}"
+
+    unconditional = {"aigc.family": "dcgan", "aigc.num_classes": "0"}
+    assert request(tagged, unconditional, labels="7") == plan_says("7", 0)
+    assert "asked of an unconditional model" in plan_says("7", 0)
+    f = tmp_path / "labels.txt"
+    f.write_text("# classes\n3\n12\n")
+    conditional = {"aigc.family": "dcgan", "aigc.num_classes": "10"}
+    assert request(tagged, conditional, labels_file=f) == plan_says("3,12", 10)
+    assert "out of range" in request(tagged, conditional, labels="3:0.5,10:0.5")
+    assert request(tagged, conditional, labels="3,9") is None
+    assert request(tagged, {**conditional, "aigc.num_classes": "0"}, labels_file=f) is not None
+    # the option is checked first, as the plan does
+    assert "--guidance" in request(tagged, unconditional, labels="7", guidance=1.0)
+
+
+def test_what_the_registry_does_not_say_is_left_to_the_plan(tagged, monkeypatch):
+    for tags in (
+        {"aigc.family": "dcgan"},  # registered before the num_classes tag
+        {"aigc.num_classes": "0"},  # no family tag: the plan reads its saved config
+        {"aigc.family": "nosuch", "aigc.num_classes": "0"},  # a plugin not installed here
+        {},  # not a version the reader sees
+    ):
+        assert request(tagged, tags, labels="7") is None, tags
+    assert request(tagged, {"aigc.family": "nosuch"}, guidance=1.0) is None
+    unconditional = {"aigc.family": "dcgan", "aigc.num_classes": "0"}
+    assert request(tagged, unconditional) is None  # nothing asked
+    assert request(tagged, unconditional, guidance=None, sampling_steps=None) is None
+    home = tagged.home
+    preflight.model_request(home, None, "7", None, {})  # a store only MLflow reads
+    monkeypatch.setattr(rl, "open_registry", lambda home: None)
+    preflight.model_request(home, ("m", 1), "7", None, {"guidance": 1.0})
+
+
+def test_the_rest_reader_reads_a_versions_tags(monkeypatch):
+    reader = rl.RestRegistry("http://mlflow.invalid", {})
+    answers = {
+        ("m", "1"): {"model_version": {"tags": [{"key": "aigc.num_classes", "value": "10"}]}},
+        ("m", "2"): {"model_version": {"name": "m", "version": "2"}},
+    }
+    seen = []
+
+    def get(path, params):
+        seen.append(path)
+        return answers.get((params["name"], params["version"]))
+
+    monkeypatch.setattr(reader, "_get", get)
+    assert reader.version_tags("m", 1) == {"aigc.num_classes": "10"}
+    assert reader.version_tags("m", 2) == {}
+    assert reader.version_tags("m", 3) == {}  # 404: no such version
+    assert seen == ["model-versions/get"] * 3
+
+
+def test_registration_records_the_classes_the_plan_reads(tmp_path):
+    import json
+
+    from tasks.registry import num_classes
+
+    image, text = families.get("dcgan"), families.get("charlstm")
+    for config, expected in (({"num_classes": 10}, 10), ({"num_classes": 0}, 0), ({}, 0)):
+        (tmp_path / "config.json").write_text(json.dumps({"family": "dcgan", **config}))
+        assert num_classes(image, tmp_path) == expected
+    assert num_classes(text, tmp_path) is None  # a text model takes no labels: no tag
