@@ -39,7 +39,7 @@ IMAGES=$(snapshot digits)
 TEXT=$(snapshot python-docs)
 echo "snapshots: digits $IMAGES, python-docs $TEXT"
 
-for spec in "dcgan $IMAGES" "vae $IMAGES" "charlstm $TEXT" "transformer $TEXT"; do
+for spec in "dcgan $IMAGES" "vae $IMAGES" "diffusion $IMAGES" "charlstm $TEXT" "transformer $TEXT"; do
   set -- $spec
   t0=$SECONDS
   "$PY" -m aigc train --snapshot "$2" --model "$1" --preset smoke --device "$DEVICE" \
@@ -58,4 +58,6 @@ echo "== benchmarks/train_throughput.py --device $DEVICE"
 "$PY" benchmarks/train_throughput.py --device "$DEVICE" --steps "$STEPS" --rounds 3 --family-steps 10
 echo "== benchmarks/generate_throughput.py --device $DEVICE"
 "$PY" benchmarks/generate_throughput.py --device "$DEVICE" --n 16384 --batch-size 2048 --baseline-n 256
+echo "== benchmarks/diffusion_throughput.py --device $DEVICE"
+"$PY" benchmarks/diffusion_throughput.py --device "$DEVICE" --n 1024 --batch-size 256
 echo "gpu_check: done in $((SECONDS - START)) s"
