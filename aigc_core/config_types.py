@@ -37,6 +37,17 @@ DerivedStr = Annotated[str, Field(strict=True, json_schema_extra=DERIVED)]
 DerivedInt = Annotated[int, Field(strict=True, ge=0, json_schema_extra=DERIVED)]
 
 
+def class_count(cfg) -> int:
+    """K of a conditional config (0: unconditional); a conditional config whose classes were
+    never filled in cannot build a module."""
+    if cfg.conditional and cfg.num_classes < 1:
+        raise ValueError(
+            "a conditional model needs num_classes, which the family's prepare fills in from "
+            "the training data's labels"
+        )
+    return cfg.num_classes
+
+
 def is_derived(field_info: Any) -> bool:
     """Whether a pydantic FieldInfo is marked `DERIVED` (data-dependent, not settable)."""
     extra = getattr(field_info, "json_schema_extra", None)

@@ -45,6 +45,7 @@ from aigc_core.config_types import (
     DerivedInt,
     PositiveInt,
     Probability,
+    class_count,
 )
 
 
@@ -84,17 +85,6 @@ def _up_block(c_in: int, c_out: int, stride: int, momentum: float) -> list[nn.Mo
         nn.BatchNorm2d(c_out, momentum=momentum),
         nn.LeakyReLU(0.2),
     ]
-
-
-def class_count(cfg) -> int:
-    """K of a conditional config (0: unconditional); a conditional config whose classes were
-    never filled in cannot build a module."""
-    if cfg.conditional and cfg.num_classes < 1:
-        raise ValueError(
-            "a conditional model needs num_classes, which the family's prepare fills in from "
-            "the training data's labels"
-        )
-    return cfg.num_classes
 
 
 def check_labels(labels: torch.Tensor | None, num_classes: int, what: str) -> None:

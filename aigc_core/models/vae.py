@@ -32,7 +32,14 @@ from pydantic.dataclasses import dataclass
 from torch import nn
 from torch.nn import functional as F
 
-from aigc_core.config_types import CONFIG, Bool, DerivedInt, NonNegativeFloat, PositiveInt
+from aigc_core.config_types import (
+    CONFIG,
+    Bool,
+    DerivedInt,
+    NonNegativeFloat,
+    PositiveInt,
+    class_count,
+)
 
 
 @dataclass(frozen=True, config=CONFIG)
@@ -60,17 +67,6 @@ class VAEConfig:
 
     def to_dict(self) -> dict:
         return {"family": "vae", **asdict(self)}
-
-
-def class_count(cfg: VAEConfig) -> int:
-    """K of a conditional config (0: unconditional); a conditional config whose classes were
-    never filled in cannot build a module."""
-    if cfg.conditional and cfg.num_classes < 1:
-        raise ValueError(
-            "a conditional model needs num_classes, which the family's prepare fills in from "
-            "the training data's labels"
-        )
-    return cfg.num_classes
 
 
 def with_label(h: torch.Tensor, labels: torch.Tensor | None, num_classes: int, what: str):
