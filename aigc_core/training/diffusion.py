@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from dataclasses import asdict
 
 import torch
@@ -42,7 +41,7 @@ from aigc_core.generation.diffusion import schedule
 from aigc_core.models.diffusion import DiffusionConfig, DiffusionModel
 from aigc_core.training import ddp
 from aigc_core.training.device import autocast, bf16_supported
-from aigc_core.training.loop import optimizer_kwargs
+from aigc_core.training.loop import optimizer_kwargs, warmup_cosine_lr
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +82,8 @@ class DiffusionTrainConfig:
         return asdict(self)
 
     def lr_at(self, step: int) -> float:
-        """Linear warmup, then cosine decay to lr * min_lr_ratio at the last step."""
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        span = max(1, self.steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        cosine = 0.5 * (1 + math.cos(math.pi * progress))
-        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
+        """Linear warmup, then cosine decay to lr * min_lr_ratio (as `TrainConfig`'s)."""
+        return warmup_cosine_lr(self, step)
 
 
 class DiffusionJob:

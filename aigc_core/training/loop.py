@@ -79,12 +79,18 @@ class TrainConfig:
 
     def lr_at(self, step: int) -> float:
         """Linear warmup, then cosine decay to lr * min_lr_ratio at the last step."""
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        span = max(1, self.steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        cosine = 0.5 * (1 + math.cos(math.pi * progress))
-        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
+        return warmup_cosine_lr(self, step)
+
+
+def warmup_cosine_lr(cfg, step: int) -> float:
+    """The learning rate at `step` of a config with lr, warmup_steps, steps and min_lr_ratio:
+    linear warmup, then cosine decay to lr * min_lr_ratio at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
 class Job(Protocol):
