@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -26,3 +30,47 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, size: int = 409
         sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 * reps / best / 1e9
+
+
+# Instruction sets a benchmark can also run at, emulated on a CPU that has more: ATen's kernels
+# and oneDNN's are both capped (bf16 is then measured slower than fp32, and not used:
+# aigc_core.training.device.cpu_has_bf16).
+ISAS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+
+
+def add_isa_option(parser) -> None:
+    parser.add_argument(
+        "--isa",
+        choices=sorted(ISAS),
+        help="also run as on a CPU with only this instruction set (emulated in a child process "
+        "with ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA set), and print both",
+    )
+
+
+def isa_name() -> str:
+    """The instruction set this process runs at: "default" unless capped."""
+    return os.environ.get("ATEN_CPU_CAPABILITY", "default")
+
+
+def run_at_isa(isa: str) -> dict:
+    """This script's JSON line, run again (same arguments, less --isa) in a child process whose
+    kernels are capped at `isa`. Its log goes to this process's stderr."""
+    argv, skip = [], False
+    for arg in sys.argv:
+        if skip:
+            skip = False
+        elif arg == "--isa":
+            skip = True
+        elif not arg.startswith("--isa="):
+            argv.append(arg)
+    out = subprocess.run(
+        [sys.executable, *argv],
+        env={**os.environ, **ISAS[isa]},
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    ).stdout
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"the {isa} run printed no JSON line:\n{out}")
+    return json.loads(lines[-1])

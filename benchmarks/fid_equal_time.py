@@ -9,9 +9,13 @@ this machine, and scores the saved model with the product's image evaluation
 real-vs-real floor, precision/recall, and for conditional models per-class FID and the share of
 images recognized as their requested class).
 
-Equal wall time: each model's steps come from its own measured seconds per step (10 steps timed
+Equal wall time: each model's steps come from its own measured seconds per step (20 steps timed
 after 3 warm-up steps on a throwaway job), so that `steps x s/step` is the budget; the training
-run's own wall time is printed beside it. The step count is set before training (not a cut-off
+run's own wall time is printed beside it. Steps are timed in CPU time of the calling thread, which
+equals wall time for this compute-bound work on one thread (`OMP_NUM_THREADS=1`) on a quiet
+machine, and stays fair when other processes share the cores (wall time would give the model
+calibrated during a busy moment fewer steps); on more threads it undercounts, so the benchmark
+requires one. The step count is set before training (not a cut-off
 mid-run), so learning-rate schedules run their whole course.
 
 The baseline is the first model listed (the DCGAN by default); ratios are baseline FID over each
@@ -79,11 +83,11 @@ def seconds_per_step(family, preset: str, data: TrainData, changes: dict) -> flo
     job = family.build_job(family.prepare(model_cfg, data), train_cfg, data, CPU)
     for step in range(1, WARMUP_STEPS + 1):
         job.train_step(step)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for step in range(WARMUP_STEPS + 1, WARMUP_STEPS + CALIBRATION_STEPS + 1):
         out = job.train_step(step)
     float(next(iter(out.values())))  # wait for the last step's work
-    return (time.perf_counter() - t0) / CALIBRATION_STEPS
+    return (time.thread_time() - t0) / CALIBRATION_STEPS
 
 
 def run_model(spec: str, budget_s: float, data: TrainData, snapshot: dict, work: Path) -> dict:
@@ -148,7 +152,9 @@ def main() -> None:
     p.add_argument(
         "--models", nargs="+", default=["dcgan:cpu", "dcgan:cpu-conditional", "diffusion:cpu"]
     )
+    p.add_argument("--work", type=Path, help="keep the trained models here (default: temporary)")
     a = p.parse_args()
+    torch.set_num_threads(1)  # the calibration's CPU time is wall time on one thread
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     prepared = prepare(a.dataset, path=a.path)
     table = prepared.table
@@ -159,6 +165,9 @@ def main() -> None:
     )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        if a.work:
+            a.work.mkdir(parents=True, exist_ok=True)
+            tmp = a.work
         snapshot = {"id": "benchmark", "table": table, "manifest": manifest}
         for spec in a.models:
             rows.append(run_model(spec, a.budget_s, data, snapshot, Path(tmp)))

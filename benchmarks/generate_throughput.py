@@ -10,8 +10,11 @@ For context it reports the generator's GFLOP/s (FLOPs counted by torch's FlopCou
 a bf16 (or fp32) 4096x4096 matmul measured in the same run, this CPU's practical peak. Ends with
 one JSON line (DESIGN.md section 5).
 
+`--isa avx2` runs it a second time in a child process capped at AVX2 (ATen and oneDNN; bf16
+then measures slower than fp32 and is not used) and prints both, the AVX2 figures under "avx2".
+
 usage: python benchmarks/generate_throughput.py [--n 4096] [--baseline-n 128] [--threads T]
-       [--device cpu|cuda|auto]
+       [--device cpu|cuda|auto] [--isa avx2]
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import os
 import time
 
 import torch
-from common import matmul_peak_gflops, sync
+from common import add_isa_option, isa_name, matmul_peak_gflops, run_at_isa, sync
 from torch.utils.flop_counter import FlopCounterMode
 
 from aigc_core.generation.images import generate_images
@@ -53,6 +56,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", help="cpu (the issue's target), cuda, or auto")
+    add_isa_option(p)
     a = p.parse_args()
     device = pick_device(a.device)
     bf16 = bf16_supported(device)
@@ -86,30 +90,41 @@ def main() -> None:
     gflop_per_image = fc.get_total_flops() / 1e9
     peak = matmul_peak_gflops(device, torch.bfloat16 if bf16 else torch.float32)
     log.info("generator %.3f GFLOP/image; matmul peak %.0f GFLOP/s", gflop_per_image, peak)
-    print(
-        json.dumps(
-            {
-                "benchmark": f"generate_dcgan_{device.type}",
-                "unit": "images/s",
-                "value": round(value, 1),
-                "baseline": round(baseline, 1),
-                "ratio": round(value / baseline, 2),
-                "target": TARGET,
-                "meets_target": value >= TARGET,
-                "batched_fp32": round(fp32, 1),
-                "gflop_per_image": round(gflop_per_image, 3),
-                "gflops": round(value * gflop_per_image, 1),
-                "matmul_peak_gflops": round(peak, 1),
-                "bf16": bf16,
-                "device": str(device),
-                "batch_size": a.batch_size,
-                "n": a.n,
-                "threads": torch.get_num_threads(),
-                "cpus": os.cpu_count(),
-                "loadavg_1m": round(os.getloadavg()[0], 2),  # other work competing for the CPU
-            }
+    result = {
+        "benchmark": f"generate_dcgan_{device.type}",
+        "isa": isa_name(),
+        "unit": "images/s",
+        "value": round(value, 1),
+        "baseline": round(baseline, 1),
+        "ratio": round(value / baseline, 2),
+        "target": TARGET,
+        "meets_target": value >= TARGET,
+        "batched_fp32": round(fp32, 1),
+        "gflop_per_image": round(gflop_per_image, 3),
+        "gflops": round(value * gflop_per_image, 1),
+        "matmul_peak_gflops": round(peak, 1),
+        # the share of the matmul peak (bf16 where used, else fp32) generation reaches
+        "peak_fraction": round(value * gflop_per_image / peak, 3),
+        "bf16": bf16,
+        "device": str(device),
+        "batch_size": a.batch_size,
+        "n": a.n,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),  # other work competing for the CPU
+    }
+    if a.isa:  # the same, capped at a smaller instruction set, after this run
+        result[a.isa] = run_at_isa(a.isa)
+        print(
+            f"{'isa':8} {'batched img/s':>14} {'one-at-a-time':>14} {'GFLOP/s':>8} "
+            f"{'peak':>7} {'share':>6}"
         )
-    )
+        for r in (result, result[a.isa]):
+            print(
+                f"{r['isa']:8} {r['value']:14.1f} {r['baseline']:14.1f} {r['gflops']:8.1f} "
+                f"{r['matmul_peak_gflops']:7.1f} {r['peak_fraction']:6.1%}"
+            )
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,11 @@ samples/s for every family at its cpu preset (images for the image models, chara
 language models).
 
 Ends with one JSON line (DESIGN.md section 5).
+`--isa avx2` runs it a second time in a child process capped at AVX2 (ATen and oneDNN; bf16
+then measures slower than fp32 and is not used) and prints both, the AVX2 figures under "avx2".
+
 usage: python benchmarks/train_throughput.py [--steps N] [--rounds R] [--quick] [--device D]
+           [--isa avx2]
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import time
 
 import numpy as np
 import torch
-from common import matmul_peak_gflops
+from common import add_isa_option, isa_name, matmul_peak_gflops, run_at_isa
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -175,6 +179,7 @@ def main() -> None:
     p.add_argument("--family-steps", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="1 round of 2 steps (a smoke check)")
     p.add_argument("--device", default="cpu", help="cpu (the issue's target), cuda, or auto")
+    add_isa_option(p)
     a = p.parse_args()
     device = pick_device(a.device)
     if a.quick:
@@ -194,6 +199,7 @@ def main() -> None:
     peak = matmul_peak_gflops(device, torch.bfloat16 if bf16_supported(device) else torch.float32)
     result = {
         "benchmark": f"train_dcgan_{device.type}",
+        "isa": isa_name(),
         "unit": "images/s",
         "value": round(BATCH / so, 1),
         "baseline": round(BATCH / sb, 1),
@@ -216,6 +222,17 @@ def main() -> None:
         result[f"{family}_{preset_name}_samples_per_s"] = round(
             family_samples_per_s(family, a.family_steps, device), 1
         )
+    if a.isa:  # the same, capped at a smaller instruction set, after this run
+        result[a.isa] = run_at_isa(a.isa)
+        print(
+            f"{'isa':8} {'ours img/s':>11} {'naive img/s':>12} {'ratio':>6} {'GFLOP/s':>8} "
+            f"{'peak':>7}"
+        )
+        for r in (result, result[a.isa]):
+            print(
+                f"{r['isa']:8} {r['value']:11.1f} {r['baseline']:12.1f} {r['ratio']:6.2f} "
+                f"{r['gflops']:8.1f} {r['matmul_peak_gflops']:7.1f}"
+            )
     print(json.dumps(result))
 
 

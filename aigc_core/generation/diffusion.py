@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from aigc_core.generation.images import ImageGenerator, check_labels, run_batches
-from aigc_core.models.diffusion import SAMPLERS, DiffusionConfig, DiffusionModel
+from aigc_core.models.diffusion import SAMPLERS, DiffusionConfig, DiffusionModel, memory_format
 from aigc_core.models.io import config_fields, load_weights, read_config
 from aigc_core.training.device import autocast, bf16_supported
 
@@ -165,11 +165,12 @@ class DiffusionGenerator(ImageGenerator):
         cfg = model.cfg
         device = next(model.parameters()).device
         use_bf16 = bf16_supported(device)
-        model.to(memory_format=torch.channels_last)  # conv weights only; idempotent
+        layout = memory_format(device, use_bf16)
+        model.to(memory_format=layout)  # conv weights only; idempotent
         noise = starting_noise(n, cfg, seed)  # (n, C, H, W)
 
         def run(start: int) -> torch.Tensor:  # inference mode and autocast are per thread
-            z = noise[start : start + batch_size].to(device, memory_format=torch.channels_last)
+            z = noise[start : start + batch_size].to(device, memory_format=layout)
             y = None if y_all is None else y_all[start : start + batch_size].to(device)
             with torch.inference_mode():
                 x = sample(model, z, y, w, steps, cfg.sampler, bf16=use_bf16)

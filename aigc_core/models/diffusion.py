@@ -149,3 +149,16 @@ class DiffusionModel(nn.Module):
         if not self.cfg.num_classes and labels is not None:
             raise ValueError("this diffusion model is unconditional: it takes no labels")
         return self.unet(x, t, class_labels=labels, return_dict=False)[0]  # (B, C, H, W) noise
+
+
+def memory_format(device: torch.device, bf16: bool) -> torch.memory_format:
+    """The layout the UNet runs fastest in on `device`, with or without bf16 autocast.
+
+    Channels-last suits oneDNN's convolutions, and in fp32 it is the faster layout. On the CPU in
+    bf16, PyTorch's GroupNorm kernel for channels-last tensors is 4 to 28x slower than for
+    contiguous ones (256 x 16 x 28 x 28: 42 ms against 1.5 ms), which outweighs the convolutions'
+    gain: measured on one core of an AMD EPYC (Zen 5, AVX-512 BF16), a (16, 32, 64) UNet's
+    training step of 32 took 0.210 s channels-last and 0.122 s contiguous in bf16 (0.142 s
+    channels-last in fp32), and its forward over 256 images 0.63 s against 0.25 s."""
+    cpu_bf16 = device.type == "cpu" and bf16
+    return torch.contiguous_format if cpu_bf16 else torch.channels_last
