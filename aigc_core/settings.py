@@ -296,7 +296,8 @@ def _override(cfg: Any, changes: dict | None, section: str, family: str) -> Any:
     fixed = [k for k in changes if k in derived]
     if fixed:
         raise SettingsError(derived_keys(section, family, fixed))
-    values = {**_values(cfg), **changes}
+    values = _values(cfg)
+    values |= {k: _merged(values.get(k), v) for k, v in changes.items()}
     try:
         adapter = _adapter(type(cfg))
     except PydanticUserError as e:  # a plugin's config of types pydantic cannot check
@@ -309,6 +310,15 @@ def _override(cfg: Any, changes: dict | None, section: str, family: str) -> Any:
         raise SettingsError(describe(e, section)) from None
     except (TypeError, ValueError) as e:  # a plugin's plain dataclass checking itself
         raise SettingsError(f"{section}: {e}") from None
+
+
+def _merged(current: Any, change: Any) -> Any:
+    """`change` applied to a field's `current` value: a mapping applied to a nested config
+    (e.g. `train.augment`) keeps the fields it leaves out, as a section keeps the preset's."""
+    if isinstance(change, dict) and dataclasses.is_dataclass(current):
+        base = _values(current)
+        return base | {k: _merged(base.get(k), v) for k, v in change.items()}
+    return change
 
 
 def unknown_keys(section: str, family: str, unknown: Sequence[str], allowed: Sequence[str]) -> str:

@@ -3,7 +3,8 @@
 It trains the generator and discriminator together (`aigc_core.training.gan`) and saves, serves
 and warm-starts the generator alone: `(B, z) -> images in [-1, 1]`. The "*-conditional" presets
 train a class-conditional GAN (the generator takes `(z, labels)`), whose number of classes is
-the snapshot's.
+the snapshot's. The "cpu-augment" preset augments the real images the discriminator sees
+(`aigc_core.training.augment`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ _PRESETS = {
     # the seed's recipe: batch 128, Adam 1e-4, 100 epochs x 1000 steps; meant for a GPU
     "seed": Preset(DCGANConfig(), GANTrainConfig(checkpoint_every=5000)),
 }
-# smoke-conditional, cpu-conditional: the same with labels (Mirza & Osindero; a projection D)
-PRESETS = images.conditional_presets(_PRESETS, ("smoke", "cpu"))
+# smoke-conditional, cpu-conditional: the same with labels (Mirza & Osindero; a projection D);
+# cpu-augment: with the real images the discriminator sees augmented
+PRESETS = images.augmented_presets(images.conditional_presets(_PRESETS, ("smoke", "cpu")), ("cpu",))
 
 
 def model_config(config: dict) -> DCGANConfig:

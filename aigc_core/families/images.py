@@ -9,7 +9,8 @@
 - `INPUT_EXAMPLE`, `PARAMS_EXAMPLE`: the pyfunc request logged with the model and its params
   (`labels`, the classes asked of a conditional model, `aigc_core.generation.labels`);
 - `classes(name)`: `prepare` of a family whose config has `conditional` and `num_classes`;
-  `conditional_presets(presets)`: "<name>-conditional" variants of some presets.
+  `conditional_presets(presets)`: "<name>-conditional" variants of some presets;
+  `augmented_presets(presets)`: "<name>-augment" variants (the train config's `augment` on).
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ def conditional_presets(presets: dict[str, Preset], names: tuple[str, ...]) -> d
     for name in names:
         model = dataclasses.replace(presets[name].model, conditional=True)
         out[f"{name}-conditional"] = Preset(model, presets[name].train)
+    return out
+
+
+def augmented_presets(presets: dict[str, Preset], names: tuple[str, ...]) -> dict:
+    """`presets` followed by a "<name>-augment" variant of each of `names`: the same settings
+    with the train config's augmentation on (`aigc_core.training.augment`, its defaults)."""
+    out = dict(presets)
+    for name in names:
+        train = presets[name].train
+        augment = dataclasses.replace(train.augment, enabled=True)
+        out[f"{name}-augment"] = Preset(
+            presets[name].model, dataclasses.replace(train, augment=augment)
+        )
     return out
 
 

@@ -5,7 +5,8 @@ decoder alone, `(B, z) -> images in [-1, 1]` like the DCGAN's generator. Its gat
 metric is the held-out negative ELBO the training job computed (the encoder is not served); its
 evaluation adds held-out images beside their reconstructions by the full model of the run's
 last checkpoint. The "*-conditional" presets train a conditional VAE (Sohn et al. 2015: the
-encoder and the served decoder take labels), whose number of classes is the snapshot's.
+encoder and the served decoder take labels), whose number of classes is the snapshot's. The
+"cpu-augment" preset augments the training images (`aigc_core.training.augment`).
 """
 
 from __future__ import annotations
@@ -16,17 +17,16 @@ from aigc_core.families import images
 from aigc_core.families.base import EvalInputs, Evaluation, Family, Preset
 from aigc_core.models.io import config_fields
 from aigc_core.models.vae import VAEConfig, VAEDecoder
-from aigc_core.training.loop import TrainConfig
-from aigc_core.training.vae import VAEJob
+from aigc_core.training.vae import VAEJob, VAETrainConfig
 
 _PRESETS = {
     "smoke": Preset(
         VAEConfig(z_dim=8, width=8),
-        TrainConfig(batch_size=32, steps=10, lr=2e-3, grad_clip=0.0, log_every=5),
+        VAETrainConfig(batch_size=32, steps=10, lr=2e-3, grad_clip=0.0, log_every=5),
     ),
     "cpu": Preset(
         VAEConfig(z_dim=16, width=32),
-        TrainConfig(
+        VAETrainConfig(
             batch_size=128,
             steps=2000,
             lr=2e-3,
@@ -38,7 +38,7 @@ _PRESETS = {
     ),
     "gpu": Preset(
         VAEConfig(z_dim=32, width=64),
-        TrainConfig(
+        VAETrainConfig(
             batch_size=256,
             steps=10000,
             lr=1e-3,
@@ -49,15 +49,16 @@ _PRESETS = {
         ),
     ),
 }
-# smoke-conditional, cpu-conditional: the same with labels (a CVAE)
-PRESETS = images.conditional_presets(_PRESETS, ("smoke", "cpu"))
+# smoke-conditional, cpu-conditional: the same with labels (a CVAE); cpu-augment: with the
+# training images augmented
+PRESETS = images.augmented_presets(images.conditional_presets(_PRESETS, ("smoke", "cpu")), ("cpu",))
 
 
 def model_config(config: dict) -> VAEConfig:
     return VAEConfig(**config_fields(config))
 
 
-def build_job(model_cfg: VAEConfig, train_cfg: TrainConfig, data, device) -> VAEJob:
+def build_job(model_cfg: VAEConfig, train_cfg: VAETrainConfig, data, device) -> VAEJob:
     return VAEJob(
         data.need("images", "vae"),
         model_cfg,
@@ -80,8 +81,8 @@ def _final_neg_elbo(final) -> float:
     return float(value)
 
 
-def train_config(config: dict) -> TrainConfig:
-    return TrainConfig(**config)
+def train_config(config: dict) -> VAETrainConfig:
+    return VAETrainConfig(**config)
 
 
 def served_module(job):

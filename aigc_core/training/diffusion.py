@@ -6,9 +6,10 @@ One step draws a batch of images (and their labels) by index from images held on
 `DDPMScheduler.add_noise`, and minimizes the MSE between the predicted and the true noise
 (Ho et al. 2020). A conditional model's labels are replaced by its "no label" class with
 probability `label_dropout`, which teaches the same network the unconditional noise that
-classifier-free guidance needs. After each step the exponential moving average of the weights
-(diffusers' `EMAModel`: decay min(ema_decay, (1 + s) / (10 + s)) at its s-th update) moves
-towards the new weights.
+classifier-free guidance needs. With `augment.enabled` the clean images are augmented before
+they are noised (`aigc_core.training.augment`, seeded by step). After each step the
+exponential moving average of the weights (diffusers' `EMAModel`: decay
+min(ema_decay, (1 + s) / (10 + s)) at its s-th update) moves towards the new weights.
 
 The served module is a `DiffusionModel` holding the averaged weights (`ema_module()`): what is
 saved, served and evaluated. The average's state is checkpointed with the optimizer's
@@ -38,8 +39,9 @@ from aigc_core.config_types import (
     Probability,
 )
 from aigc_core.generation.diffusion import schedule
-from aigc_core.models.diffusion import DiffusionConfig, DiffusionModel
+from aigc_core.models.diffusion import DiffusionConfig, DiffusionModel, memory_format
 from aigc_core.training import ddp
+from aigc_core.training.augment import AugmentConfig, Augmenter
 from aigc_core.training.device import autocast, bf16_supported
 from aigc_core.training.loop import optimizer_kwargs, warmup_cosine_lr
 
@@ -73,6 +75,8 @@ class DiffusionTrainConfig:
     seed: NonNegativeInt = 0
     bf16: Bool = True
     """used only where the device supports it"""
+    augment: AugmentConfig = AugmentConfig()
+    """augmentation of the clean training images x0 (off by default)"""
 
     @property
     def total_steps(self) -> int:
@@ -105,7 +109,9 @@ class DiffusionJob:
         labels = check_labels(labels, len(images), model_cfg, "labels")
         self.model_cfg, self.cfg, self.device = model_cfg, train_cfg, device
         torch.manual_seed(train_cfg.seed)
-        self.model = DiffusionModel(model_cfg).to(device, memory_format=torch.channels_last)
+        self.use_bf16 = train_cfg.bf16 and bf16_supported(device)
+        self.layout = memory_format(device, self.use_bf16)
+        self.model = DiffusionModel(model_cfg).to(device, memory_format=self.layout)
         self.run = ddp.wrap(self.model, device)
         self.opt = torch.optim.AdamW(
             self.model.parameters(),
@@ -118,23 +124,24 @@ class DiffusionJob:
         self.served = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.served.register_load_state_dict_post_hook(self._warm_start)
         self.noise = schedule(model_cfg)
-        self.data = to_model_range(images, device)  # (N, C, H, W) in [-1, 1]
+        self.data = to_model_range(images, device, self.layout)  # (N, C, H, W) in [-1, 1]
         self.labels = None if labels is None else labels.to(device)  # (N,)
         self.val, self.val_labels = None, None
         if val_images is not None and len(val_images):
             check_images(val_images, model_cfg, "val_images")
-            self.val = to_model_range(val_images, device)
+            self.val = to_model_range(val_images, device, self.layout)
             self.val_labels = check_labels(val_labels, len(val_images), model_cfg, "val_labels")
-        self.use_bf16 = train_cfg.bf16 and bf16_supported(device)
         self.rng = torch.Generator().manual_seed(train_cfg.seed + 1000 * ddp.rank())
+        self.augment = Augmenter.of(train_cfg, ddp.rank())
         self.modules = {"model": self.model}
         self.optimizers = {"model": self.opt, "ema": self.ema}  # state_dict / load_state_dict
         self.samples_per_step = train_cfg.batch_size
         log.info(
-            "training diffusion UNet %s on %s (bf16=%s, %s): %d images, %d steps of %d",
+            "training diffusion UNet %s on %s (bf16=%s, augment=%s, %s): %d images, %d steps of %d",
             list(model_cfg.blocks),
             device,
             self.use_bf16,
+            self.augment.active,
             f"{model_cfg.num_classes} classes" if model_cfg.num_classes else "unconditional",
             len(self.data),
             train_cfg.steps,
@@ -152,7 +159,8 @@ class DiffusionJob:
         if self.labels is not None:
             drop = torch.rand(b, generator=self.rng) < cfg.label_dropout
             y = torch.where(drop.to(self.device), cfg.num_classes, self.labels[idx.to(self.device)])
-        loss = self.loss(self.run, self.data[idx.to(self.device)], noise, t, y)
+        x0 = self.augment(self.data[idx.to(self.device)], step)  # (B, C, H, W) in [-1, 1]
+        loss = self.loss(self.run, x0, noise, t, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip:
@@ -170,7 +178,7 @@ class DiffusionJob:
         labels: torch.Tensor | None,
     ) -> torch.Tensor:
         """Epsilon-prediction MSE of clean images x0 (B, C, H, W) in [-1, 1] noised to t (B,)."""
-        noise = noise.to(self.device, memory_format=torch.channels_last)
+        noise = noise.to(self.device, memory_format=self.layout)
         t = t.to(self.device)
         xt = self.noise.add_noise(x0, noise, t)  # (B, C, H, W)
         with autocast(self.device, self.use_bf16):
@@ -208,9 +216,11 @@ class DiffusionJob:
         return {"val_loss": total / len(self.val)}
 
 
-def to_model_range(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Images in [0, 1] -> [-1, 1] on `device`, channels-last."""
-    return (images.to(device, torch.float32) * 2 - 1).contiguous(memory_format=torch.channels_last)
+def to_model_range(
+    images: torch.Tensor, device: torch.device, layout: torch.memory_format
+) -> torch.Tensor:
+    """Images in [0, 1] -> [-1, 1] on `device`, in the UNet's memory layout."""
+    return (images.to(device, torch.float32) * 2 - 1).contiguous(memory_format=layout)
 
 
 def check_images(images: torch.Tensor, cfg: DiffusionConfig, name: str) -> None:

@@ -7,6 +7,9 @@ so this equals two separate passes); then the generator takes one update through
 discriminator. Losses stay on the device and are read once per epoch, so the host never waits on
 the device inside an epoch.
 
+With `augment.enabled` the real images the discriminator sees are augmented
+(`aigc_core.training.augment`: small affine transforms and elastic distortion, seeded by step).
+
 A conditional model (`num_classes` > 0) draws each batch's labels with its images (the same
 indices: no other random draw) and asks the generator for the same labels, so fakes follow the
 data's class mix; the discriminator judges real and fake images each with its label.
@@ -32,6 +35,7 @@ from aigc_core.config_types import (
 )
 from aigc_core.models.dcgan import DCGANConfig, Discriminator, Generator
 from aigc_core.training import ddp
+from aigc_core.training.augment import AugmentConfig, Augmenter
 from aigc_core.training.device import autocast, bf16_supported
 from aigc_core.training.loop import fit, optimizer_kwargs
 
@@ -59,6 +63,8 @@ class GANTrainConfig:
     """used only where the device supports it"""
     checkpoint_every: NonNegativeInt = 0
     """steps; 0: only at the end (and on SIGTERM)"""
+    augment: AugmentConfig = AugmentConfig()
+    """augmentation of the real images the discriminator sees (off by default)"""
 
     @property
     def total_steps(self) -> int:
@@ -150,13 +156,15 @@ class GANJob:
         self.labels = None if labels is None else labels.to(device)  # (N,) int64
         self.use_bf16 = train_cfg.bf16 and bf16_supported(device)
         self.rng = torch.Generator(device="cpu").manual_seed(train_cfg.seed + 1000 * ddp.rank())
+        self.augment = Augmenter.of(train_cfg, ddp.rank())
         self.modules = {"generator": self.gan.generator, "discriminator": self.gan.discriminator}
         self.optimizers = {"generator": self.gan.opt_g, "discriminator": self.gan.opt_d}
         self.samples_per_step = train_cfg.batch_size
         log.info(
-            "training DCGAN on %s (bf16=%s): %d images, %d steps of %d",
+            "training DCGAN on %s (bf16=%s, augment=%s): %d images, %d steps of %d",
             device,
             self.use_bf16,
+            self.augment.active,
             len(self.data),
             train_cfg.total_steps,
             train_cfg.batch_size,
@@ -168,9 +176,14 @@ class GANJob:
         z = torch.randn(b, self.model_cfg.z_dim, generator=self.rng)
         idx = idx.to(self.device)
         labels = None if self.labels is None else self.labels[idx]  # (B,)
-        loss_d, loss_g = train_step(
-            self.gan, self.data[idx], z.to(self.device), self.use_bf16, labels
-        )
+        # Only the real images are augmented: D learns that augmented digits are real, so G is
+        # pushed towards them too, and the augmentations can "leak" into what G draws (Karras
+        # et al. 2020). Small ones are acceptable in kind: a digit turned a few degrees, shifted
+        # or scaled a few percent or slightly bent is still a plausible digit of its class.
+        # Measured (benchmarks/augment_effect.py, 10% of digits) they still cost FID, and
+        # augmenting the fakes too (DiffAugment, Zhao et al. 2020) cost more: see the README.
+        real = self.augment(self.data[idx], step)  # (B, C, H, W) in [-1, 1]
+        loss_d, loss_g = train_step(self.gan, real, z.to(self.device), self.use_bf16, labels)
         return {"loss_d": loss_d, "loss_g": loss_g}
 
     def evaluate(self) -> dict[str, float]:

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, config=CONFIG)
 class TrainConfig:
-    """Training settings of the VAE and the language models (the DCGAN has GANTrainConfig)."""
+    """Training settings of the language models, and of the VAE (`VAETrainConfig` adds
+    augmentation; the DCGAN has GANTrainConfig)."""
 
     batch_size: PositiveInt = 64
     steps: PositiveInt = 1000

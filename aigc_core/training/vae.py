@@ -5,6 +5,11 @@ One step draws a batch by index from images held on the device and noise from th
 generator, and minimizes reconstruction + beta * KL (the negative ELBO when beta = 1). A
 conditional VAE (`num_classes` > 0) draws each batch's labels with its images (the same indices:
 no other random draw) and gives them to the encoder and the decoder.
+
+Its train config is the language models' `TrainConfig` with `augment`
+(`aigc_core.training.augment`): with `augment.enabled` each batch is augmented before the
+encoder sees it, and the VAE reconstructs the augmented images. (A plain `TrainConfig` trains
+without.)
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ from __future__ import annotations
 import logging
 
 import torch
+from pydantic.dataclasses import dataclass
 
+from aigc_core.config_types import CONFIG
 from aigc_core.models.vae import VAE, VAEConfig, vae_loss
 from aigc_core.training import ddp
+from aigc_core.training.augment import AugmentConfig, Augmenter
 from aigc_core.training.device import autocast, bf16_supported
 from aigc_core.training.gan import check_labels
 from aigc_core.training.loop import TrainConfig, optimizer_kwargs
@@ -22,12 +30,20 @@ from aigc_core.training.loop import TrainConfig, optimizer_kwargs
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, config=CONFIG)
+class VAETrainConfig(TrainConfig):
+    """Training settings of the VAE: the language models' with image augmentation."""
+
+    augment: AugmentConfig = AugmentConfig()
+    """augmentation of the training images (off by default)"""
+
+
 class VAEJob:
     def __init__(
         self,
         images: torch.Tensor,
         model_cfg: VAEConfig,
-        train_cfg: TrainConfig,
+        train_cfg: VAETrainConfig | TrainConfig,
         device: torch.device,
         val_images: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
@@ -55,13 +71,15 @@ class VAEJob:
         self.val_labels = None if val_labels is None else val_labels.to(device)
         self.use_bf16 = train_cfg.bf16 and bf16_supported(device)
         self.rng = torch.Generator().manual_seed(train_cfg.seed + 1000 * ddp.rank())
+        self.augment = Augmenter.of(train_cfg, ddp.rank())
         self.modules = {"model": self.model}
         self.optimizers = {"model": self.opt}
         self.samples_per_step = train_cfg.batch_size
         log.info(
-            "training VAE on %s (bf16=%s): %d images, %d steps of %d",
+            "training VAE on %s (bf16=%s, augment=%s): %d images, %d steps of %d",
             device,
             self.use_bf16,
+            self.augment.active,
             len(self.data),
             train_cfg.steps,
             train_cfg.batch_size,
@@ -74,7 +92,7 @@ class VAEJob:
         idx = torch.randint(len(self.data), (b,), generator=self.rng)
         eps = torch.randn(b, self.model_cfg.z_dim, generator=self.rng)
         idx = idx.to(self.device)
-        x = self.data[idx]
+        x = self.augment(self.data[idx], step)  # (B, C, H, W) in [0, 1]
         cond = () if self.labels is None else (self.labels[idx],)  # (B,) of a conditional VAE
         with autocast(self.device, self.use_bf16):
             logits, mu, logvar = self.run(x, eps.to(self.device), *cond)

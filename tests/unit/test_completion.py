@@ -52,9 +52,10 @@ def test_families_and_presets():
     assert completion.families("") == families.family_names()
     assert completion.families("c") == ["charlstm"]
     conditional = ["smoke-conditional", "cpu-conditional"]
-    dcgan = ["smoke", "cpu", "gpu", "seed", *conditional]
+    dcgan = ["smoke", "cpu", "gpu", "seed", *conditional, "cpu-augment"]
     assert completion.presets(ctx(family="dcgan"), "") == dcgan
-    assert completion.presets(ctx(model="vae"), "") == ["smoke", "cpu", "gpu", *conditional]
+    vae = ["smoke", "cpu", "gpu", *conditional, "cpu-augment"]
+    assert completion.presets(ctx(model="vae"), "") == vae
     assert completion.presets(ctx(family="vae"), "s") == ["smoke", "smoke-conditional"]
     # an unknown family: the presets of all of them, each once
     assert completion.presets(ctx(family="nosuch"), "") == dcgan
