@@ -25,6 +25,12 @@ which does not import torch: the CLI checks them before anything slow starts.
 (logits (B, T, V), ...)` with `cfg.vocab` and `cfg.block_size`: batched `generate` and `score`
 (what content batches and evaluation use) and the pyfunc request/response `predict`, whose
 sampling options are the request's `params` (`PREDICT_PARAMS`, checked by `request_options`).
+
+A model with `decoder()` (a `Decoder`: the Transformer's key/value cache, the LSTM's carried
+state) is decoded incrementally by `CachedLogits`: one token's forward pass per step while the
+context fits in block_size, a new prefill of the last block_size tokens per step past it, so
+the logits are those of the cropped context (`cropped_logits`, the model run whole on every
+step) up to float rounding, and greedy text is the same.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -195,6 +201,49 @@ def sample_tokens(
     return [Sampled(new[r], reason[r]) for r in range(b)]
 
 
+class Decoder(Protocol):
+    """A model's incremental decoder (`model.decoder()`): `prefill(ids (B, T))` starts from the
+    context (T <= block_size), `step(tok (B,))` appends one token; each returns the logits of
+    the next token (B, V), as the model run on every id since the prefill would give."""
+
+    def prefill(self, idx: torch.Tensor) -> torch.Tensor: ...
+
+    def step(self, tok: torch.Tensor) -> torch.Tensor: ...
+
+
+def cropped_logits(
+    model: torch.nn.Module, block_size: int, device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`next_logits` for `sample_tokens` that runs the model on the last block_size ids at
+    every step: O(block_size) positions per token, the reference `CachedLogits` matches."""
+
+    def next_logits(ids: torch.Tensor) -> torch.Tensor:
+        return model(ids[:, -block_size:].to(device))[0][:, -1].float().cpu()  # (B, V)
+
+    return next_logits
+
+
+class CachedLogits:
+    """`next_logits` for `sample_tokens` from a `Decoder`, for one batch: a call with the ids of
+    the last call plus one token steps the decoder; any other call (the first, or a context
+    longer than block_size, where learned positions and the LSTM's window slide) prefills the
+    last block_size ids. The logits are `cropped_logits`' up to float rounding."""
+
+    def __init__(self, decoder: Decoder, block_size: int, device: torch.device):
+        self.decoder, self.block_size, self.device = decoder, block_size, device
+        self.seen = 0  # ids in the decoder since its prefill
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        t = ids.shape[1]
+        if self.seen > 0 and t == self.seen + 1 <= self.block_size:
+            logits = self.decoder.step(ids[:, -1].to(self.device))
+            self.seen = t
+        else:
+            logits = self.decoder.prefill(ids[:, -self.block_size :].to(self.device))
+            self.seen = min(t, self.block_size)
+        return logits.float().cpu()  # (B, V)
+
+
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """Text before the earliest of the stop strings, and whether one was found."""
     hits = [i for i in (text.find(s) for s in stops if s) if i != -1]
@@ -314,12 +363,15 @@ class TextGenerator:
         top_p: float | None = None,
         stop: Sequence[str] = (),
         batch_size: int = 256,
+        cache: bool = True,
     ) -> list[tuple[str, str]]:
         """(continuation, finish_reason) per prompt. `seed`: one per prompt, or one for the
         request, from which prompt i gets its own (independent streams, so equal prompts get
         different texts). A prompt's text depends only on the model, the prompt, its seed and
         the sampling options, never on the other prompts. Prompts of equal length share
-        batches."""
+        batches. `cache`: decode with the model's `decoder()` where it has one; False runs the
+        model on the whole (cropped) context for every token (`cropped_logits`), the reference
+        the cached decoder matches."""
         TextSampling(max_new_tokens, temperature, top_k, top_p, tuple(stop))  # range checks
         if isinstance(seed, Sequence):
             seeds = [int(s) for s in seed]
@@ -335,10 +387,7 @@ class TextGenerator:
             stop=self.stop_ids(stop),
         )
         block, device = self.model.cfg.block_size, self._device()
-
-        def next_logits(ids: torch.Tensor) -> torch.Tensor:
-            return self.model(ids[:, -block:].to(device))[0][:, -1].float().cpu()  # (B, V)
-
+        incremental = cache and hasattr(self.model, "decoder")
         contexts = [self.context_ids(p) for p in prompts]
         groups: dict[int, list[int]] = defaultdict(list)
         for i, ids in enumerate(contexts):
@@ -349,6 +398,11 @@ class TextGenerator:
                 for j in range(0, len(members), batch_size):
                     rows = members[j : j + batch_size]
                     ids = torch.stack([contexts[i] for i in rows])  # (B, T)
+                    next_logits = (
+                        CachedLogits(self.model.decoder(), block, device)
+                        if incremental
+                        else cropped_logits(self.model, block, device)
+                    )
                     sampled = sample_tokens(next_logits, ids, params, [seeds[i] for i in rows])
                     for i, s in zip(rows, sampled, strict=True):
                         out[i] = (decode(s.ids, self.vocab), s.finish_reason)

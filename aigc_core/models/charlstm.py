@@ -7,6 +7,8 @@ References:
   dropout between LSTM layers and before the output layer.
 
 Embedding (V -> E) -> 2-layer LSTM (H, dropout between layers) -> Dropout -> Linear (H -> V).
+
+Decoding (`decoder()`) carries the LSTM's (h, c) state and feeds one token per step.
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ class CharLSTM(nn.Module):
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         return logits, loss, state
 
+    def decoder(self) -> CharLSTMDecoder:
+        """An incremental decoder over this model (`CharLSTMDecoder`)."""
+        return CharLSTMDecoder(self)
+
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, pick: Picker) -> torch.Tensor:
         """Continue each row of idx (B, T0) by max_new_tokens tokens chosen by `pick`
@@ -86,3 +92,26 @@ class CharLSTM(nn.Module):
             logits, _, state = self(tok, state=state)
         self.train(was_training)
         return torch.cat(out, dim=1)
+
+
+class CharLSTMDecoder:
+    """Decodes one token per step from the carried (h, c) state: `prefill(ids (B, T))` runs the
+    context from the zero state, `step(tok (B,))` adds one token; both return the last
+    position's logits (B, V), those of `model(ids)[0][:, -1]` for the ids seen since the
+    prefill, up to float rounding."""
+
+    def __init__(self, model: CharLSTM):
+        self.model = model
+        self.state: State | None = None
+
+    @torch.no_grad()
+    def prefill(self, idx: torch.Tensor) -> torch.Tensor:
+        logits, _, self.state = self.model(idx)  # (B, T, V)
+        return logits[:, -1]  # (B, V)
+
+    @torch.no_grad()
+    def step(self, tok: torch.Tensor) -> torch.Tensor:
+        if self.state is None:
+            raise RuntimeError("step before prefill: give the decoder its context first")
+        logits, _, self.state = self.model(tok[:, None], state=self.state)  # (B, 1, V)
+        return logits[:, -1]  # (B, V)
