@@ -257,6 +257,12 @@ def run(
     ),
     n: int = typer.Option(256, "--n", min=1, help="Items to generate from the champion."),
     seed: int = typer.Option(0, help="Seed of the content batch."),
+    compress: bool = typer.Option(
+        False,
+        "--compress",
+        help="End by compressing the champion (`aigc compress`): champion-compressed moves "
+        "only within the family's tolerance.",
+    ),
     min_confidence: float = typer.Option(
         None,
         min=0.0,
@@ -276,7 +282,7 @@ def run(
     when training had begun (a rerun resumes it), otherwise with the stages done so far kept."""
     args = NightArgs(
         preset, family, dataset, path, init_from, config, sets or [], force, n, seed,
-        min_confidence, home, verbose,
+        min_confidence, home, verbose, compress,
     )  # fmt: skip
     # first thing: a signal at any moment after this ends the command with exit 75; the stages
     # around training are safe to cut anywhere (abort at once), training checkpoints first
@@ -311,6 +317,8 @@ def run(
     ):
         v = summary.get(k)
         table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
+    if c := summary.get("compression"):
+        table.add_row("compression", f"v{c['version']} {c['decision']}: {c['reason']}")
     out.print(table)
     batch = Path(summary["batch_dir"])
     if image:
@@ -338,6 +346,7 @@ class NightArgs:
     min_confidence: float | None
     home: Path | None
     verbose: bool
+    compress: bool = False
 
 
 def _nightly(a: NightArgs) -> dict:
@@ -366,6 +375,7 @@ def _nightly(a: NightArgs) -> dict:
                 home=str(h.root),
                 config=overrides or None,
                 force=a.force,
+                compress=a.compress,
             )
     except ContractViolation as e:
         raise _fail(f"validate: {e}\nNothing was trained or registered.") from None
@@ -387,7 +397,12 @@ def _check_night(a: NightArgs) -> tuple[str, dict]:
     of the family's kind.
     The dataset name (defaulted by the family's kind) and the settings overrides."""
     with usage_errors():
-        kind = preflight.family_choice(a.family, a.preset)["kind"]
+        entry = preflight.family_choice(a.family, a.preset)
+        kind = entry["kind"]
+        if a.compress and "compression" in entry and entry["compression"] is None:
+            raise ValueError(
+                f"--compress: the {a.family} family has no compression method (`aigc families`)"
+            )
         dataset = names.dataset(DEFAULT_DATASET[kind] if a.dataset is None else a.dataset)
         preflight.existing_path("--path", a.path)
         preflight.init_from(Home.resolve(a.home), a.init_from)
@@ -399,6 +414,7 @@ def _check_night(a: NightArgs) -> tuple[str, dict]:
 
 # Command groups live in their own modules and register on `app` when imported.
 from aigc import (  # noqa: E402, F401
+    compress_commands,
     config_commands,
     data_commands,
     family_commands,

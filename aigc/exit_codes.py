@@ -7,6 +7,8 @@
                    preset, registered model, version or alias, a bad config or policy file, a
                    missing file (click's own usage errors are 2 as well)
   3   NONFINITE    `aigc train` only: stopped on a non-finite loss, the last good checkpoint kept
+  4   REFUSED      `aigc compress` only: the compressed model lost more quality than the family's
+                   tolerance allows; it is registered, and no alias moved
   75  INTERRUPTED  stopped by SIGTERM or SIGINT (Ctrl-C), resumable (EX_TEMPFAIL): a rerun goes
                    on (training from its checkpoint, a batch from its finished shards)
 
@@ -22,6 +24,7 @@ OK = 0
 FAILED = 1
 USAGE = 2
 NONFINITE = EXIT_NONFINITE
+REFUSED = 4
 INTERRUPTED = EXIT_INTERRUPTED
 
 TABLE = {
@@ -29,5 +32,6 @@ TABLE = {
     FAILED: "the run failed",
     USAGE: "usage error or not found",
     NONFINITE: "aigc train only: non-finite loss",
+    REFUSED: "aigc compress only: quality outside the tolerance; no alias moved",
     INTERRUPTED: "interrupted (SIGTERM or SIGINT); a rerun goes on",
 }

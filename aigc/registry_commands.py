@@ -168,12 +168,16 @@ def models(
             decision = tags.get("promotion.decision", "-")
             if "rollback.demoted_at" in tags:
                 decision += ", rolled back"
+            if source := tags.get("aigc.compressed_from"):  # a compressed copy: its own gate
+                decision = f"compressed v{source}: {tags.get('compression.decision', '-')}"
             table.add_row(
                 v["version"],
                 ", ".join(v["aliases"]) or "-",
                 *(_num(tags.get(k)) for k in gate_keys),
                 decision,
-                tags.get("rollback.reason") or tags.get("promotion.reason", ""),
+                tags.get("rollback.reason")
+                or tags.get("promotion.reason")
+                or tags.get("compression.reason", ""),
             )
         out.print(table)
 

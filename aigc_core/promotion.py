@@ -10,6 +10,8 @@ in `tasks/tracking.py` is one): under the model's promotion lock it reads the ch
 `decide`, reads the champion again and moves the alias only if it is still the one compared.
 Every decision, promoted or not, goes to the candidate's version tags and to the append-only
 audit log `<home>/registry/audit.jsonl`; `rollback` walks back through the promotions.
+`gate_compressed` does the same for `champion-compressed`: it points at a compressed version of
+the champion only when its quality stayed within the family's tolerance of the champion's.
 
 The lock is a file lock (flock) under the home taken together with an in-process lock: it
 serializes threads and processes on ONE machine that share the home. MLflow's alias update is an
@@ -40,6 +42,9 @@ from aigc_core.stages import ModelVersion, PromotionResult
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"  # serving, and the latest candidate
+# the champion's compressed version, set only when its quality stays within the family's
+# tolerance of the champion's (`gate_compressed`)
+CHAMPION_COMPRESSED = "champion-compressed"
 GATE_TAG_PREFIX = "gate."
 # the family of a version registered before versions carried a "family" tag
 UNTAGGED_FAMILY = "dcgan"
@@ -407,3 +412,104 @@ def rollback(registry: Registry, home: Home, name: str, reason: str = "", actor:
         )
     log.info("%s: champion rolled back from v%s to v%s", name, current.version, prev)
     return {"model_name": name, "champion_version": prev, "previous_champion": current.version}
+
+
+# --- the compressed champion's alias ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AliasDecision:
+    """What `gate_compressed` did: `decision` is accepted (the alias moved), refused (outside
+    the tolerance), not-champion (within it, but its parent is not the champion) or unchanged
+    (the version holds the alias already); `holder` holds the alias after, `previous` before."""
+
+    moved: bool
+    decision: str
+    reason: str
+    alias: str
+    holder: str | None
+    previous: str | None
+
+
+def gate_compressed(
+    registry: Registry,
+    home: Home,
+    name: str,
+    version: str,
+    parent_version: str,
+    within: bool,
+    reason: str,
+    actor: str = "",
+    record: Mapping[str, object] | None = None,
+) -> AliasDecision:
+    """Point `champion-compressed` at compressed `version` of `name` when its quality is
+    `within` the family's tolerance of its parent's (`reason` names the numbers and the limit,
+    as `aigc_core.compression.within_tolerance` says them) and the parent is the champion; else
+    move no alias. Under the promotion lock, so that the champion read is the one in force; every
+    decision goes to the version's `compression.*` tags and to the audit log (with `record`:
+    the metrics and sizes compared, the method, the tolerance).
+
+    The alias names a compression of the champion: a compressed version of another version is
+    kept (served by NAME/VERSION) but never gets it. A version that already holds the alias
+    keeps it ("unchanged"), whatever the tolerance asked now. Raises RegistryError for an
+    unknown version."""
+    name, version = names.model(name), names.version(version)
+    alias = CHAMPION_COMPRESSED
+    with promotion_lock(home, name):
+        if registry.get_version(name, version) is None:
+            raise RegistryError(
+                f"registered model {name!r} has no version {version!r}; `aigc models` lists them"
+            )
+        current = registry.alias_version(name, alias)
+        previous = current.version if current else None
+        champion = registry.alias_version(name, CHAMPION)
+        champion_version = champion.version if champion else None
+        if previous == version:
+            outcome, why = "unchanged", f"v{version} already holds {alias}"
+        elif not within:
+            outcome, why = "refused", reason
+        elif champion_version != parent_version:
+            outcome = "not-champion"
+            why = (
+                f"{reason}; but its parent v{parent_version} is not the champion "
+                f"(v{champion_version}): {alias} names a compression of the champion, so this "
+                f"one is served as {name}/{version}"
+            )
+        else:
+            outcome, why = "accepted", reason
+            registry.set_alias(name, alias, version)
+        after = registry.alias_version(name, alias)
+        holder = after.version if after else None
+        if outcome == "accepted" and holder != version:  # a writer outside the lock
+            log.error("%s of %s is v%s right after setting it to v%s", alias, name, holder, version)
+        if outcome != "unchanged":
+            registry.tag_version(
+                name,
+                version,
+                {
+                    "compression.decision": outcome,
+                    "compression.reason": why,
+                    "compression.previous_holder": previous or "none",
+                    "compression.decided_at": _now(),
+                    "compression.actor": actor,
+                },
+            )
+        append_audit(
+            home,
+            {
+                "action": "compress",
+                "model_name": name,
+                "version": version,
+                "parent_version": parent_version,
+                "alias": alias,
+                "decision": outcome,
+                "reason": why,
+                "actor": actor,
+                "previous_holder": previous,
+                "holder_after": holder,
+                "champion": champion_version,
+                **dict(record or {}),
+            },
+        )
+    log.info("compressed version %s of %s %s: %s", version, name, outcome, why)
+    return AliasDecision(outcome == "accepted", outcome, why, alias, holder, previous)

@@ -55,9 +55,10 @@ class Scores:
 # aigc.snapshot_id, aigc.run_id, aigc.flow_run_id, aigc.git_revision, aigc.code_digest,
 # aigc.config_digest, aigc.parent_version, aigc.parent_model_uri, aigc.batch_id, and for image
 # versions aigc.num_classes (0: unconditional; `aigc generate --labels` is checked against it
-# before a flow starts). The registry's
-# decisions have their own prefixes: gate.<metric> (what the gate read), promotion.<key> and
-# rollback.<key> (see `aigc_core.promotion`).
+# before a flow starts); a compressed version adds aigc.compressed_from (the parent version),
+# aigc.compressed_from_run and aigc.compression_method. The registry's decisions have their own
+# prefixes: gate.<metric> (what the gate read), promotion.<key>, rollback.<key> and
+# compression.<key> (see `aigc_core.promotion`).
 TAG_PREFIX = "aigc."
 
 

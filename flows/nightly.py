@@ -3,8 +3,10 @@
 A night is named after what it trains (`nightly-dcgan-digits-2026-12-01`), tagged with its
 family, dataset and preset, and is one MLflow parent run with the stages' runs nested under it.
 A night whose snapshot, resolved config and code match a registered version trains nothing and
-reports that version (`"trained": false`); `force` retrains. A failed or crashed night sends a
-notice through the configured notification block (`flows.notify`).
+reports that version (`"trained": false`); `force` retrains. With `compress`, the night ends by
+compressing the champion (`flows.compress`: `champion-compressed` moves only within the family's
+tolerance). A failed or crashed night sends a notice through the configured notification block
+(`flows.notify`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from aigc_core import families, names, settings
 from aigc_core.paths import Home
 from flows import notify
+from flows.compress import compress_model
 from flows.content import content_batch
 from flows.runs import add_tags, name_from
+from tasks.compression import check_family
 from tasks.data import ingest, validate
 from tasks.evaluation import evaluate
 from tasks.pipeline import close_pipeline_run, link_artifacts, open_pipeline_run
@@ -47,6 +51,7 @@ def nightly_retrain(
     home: str | None = None,
     config: dict | None = None,
     force: bool = False,
+    compress: bool = False,
 ) -> dict:
     """family: dcgan or vae (images), charlstm or transformer (text, e.g. with
     dataset="python-docs"), or an installed plugin's; path: files of a user dataset (else the
@@ -55,10 +60,14 @@ def nightly_retrain(
     the config file's format, {"model": {...}, "train": {...}, "curation": {...}} (see `aigc
     config schema`); min_confidence (images) overrides curation.image.min_confidence. force:
     train even when a version with this snapshot, config and code exists. The run ends with a
-    batch of the family's kind: images, or new text documents (default sampling options)."""
+    batch of the family's kind: images, or new text documents (default sampling options), and,
+    with `compress` (off by default), the champion's compressed version (reused when the
+    champion was compressed before)."""
     # bad names and settings fail the run before anything starts
     dataset = names.dataset(dataset)
     resolved = settings.resolve(families.get(family), preset, config)
+    if compress:
+        check_family(families.get(family), "compress=True")
     home = str(Home.resolve(home).root)
     add_tags(family=family, dataset=dataset, preset=preset)
     lineage = {"family": family, "dataset": dataset, "preset": preset}
@@ -66,7 +75,7 @@ def nightly_retrain(
     try:
         summary = _night(
             pipeline, dataset, preset, family, n_generate, seed, min_confidence, path,
-            init_from, home, config, force, resolved,
+            init_from, home, config, force, resolved, compress,
         )  # fmt: skip
     except BaseException:
         try:  # mark the parent run FAILED; the night's own error is what the run reports
@@ -80,7 +89,7 @@ def nightly_retrain(
 
 def _night(
     pipeline, dataset, preset, family, n_generate, seed, min_confidence, path, init_from, home,
-    config, force, resolved,
+    config, force, resolved, compress,
 ) -> dict:  # fmt: skip
     # 1-2. data: snapshot, then the contract gate (raises on a blocking failure)
     snapshot = ingest(dataset, home, path=path)
@@ -114,6 +123,12 @@ def _night(
         f"{model_name}@champion", n_generate, None, seed, home, policy=policy,
         parent_run_id=pipeline,
     )  # fmt: skip
+
+    # 9. compression, when asked and there is a champion: its compressed version, gated onto
+    #    `champion-compressed` by the family's tolerance
+    compressed = None
+    if compress and decision.champion_version is not None:
+        compressed = compress_model(f"{model_name}@champion", home, parent_run_id=pipeline)
 
     metrics = dict(scores.metrics)
     link_artifacts(
@@ -150,4 +165,5 @@ def _night(
         "n_generated": batch.n_generated,
         "n_kept": batch.n_kept,
         "device": device,
+        "compression": compressed,
     }

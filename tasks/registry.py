@@ -33,15 +33,7 @@ def register(trained: TrainedRun, scores: Scores, home: str) -> RegisteredVersio
     progress.report("register", 0, 1)
     with tracker.run(run_id, finish=True):
         model_dir = Path(trained.model_dir)
-        artifacts = {"weights": model_dir / WEIGHTS, "config": model_dir / CONFIG}
-        # the example request goes through the generator as serving will: the signature (its
-        # params schema from the family's params, e.g. a text model's sampling options)
-        example_in, params = pd.DataFrame(dict(family.input_example)), dict(family.params_example)
-        generator = family.load_generator(artifacts["weights"], artifacts["config"])
-        example_out = (
-            generator.predict(example_in, params) if params else generator.predict(example_in)
-        )
-        uri = tracker.log_model(run_id, artifacts, example_in, example_out, params=params)
+        uri = log_served_model(tracker, family, run_id, model_dir)
         lineage = stages.tags(
             family=trained.family,
             snapshot_id=trained.snapshot.id,
@@ -66,6 +58,17 @@ def register(trained: TrainedRun, scores: Scores, home: str) -> RegisteredVersio
         tracker.describe_version(name, version, about)
     progress.report("register", 1, 1)
     return RegisteredVersion(name, version, uri, run_id, about)
+
+
+def log_served_model(tracker: Tracker, family, run_id: str, model_dir: Path) -> str:
+    """Log the saved model in `model_dir` on run `run_id` as the family's pyfunc; its URI. The
+    example request goes through the generator as serving will: the signature (its params
+    schema from the family's params, e.g. a text model's sampling options)."""
+    artifacts = {"weights": Path(model_dir) / WEIGHTS, "config": Path(model_dir) / CONFIG}
+    example_in, params = pd.DataFrame(dict(family.input_example)), dict(family.params_example)
+    generator = family.load_generator(artifacts["weights"], artifacts["config"])
+    example_out = generator.predict(example_in, params) if params else generator.predict(example_in)
+    return tracker.log_model(run_id, artifacts, example_in, example_out, params=params)
 
 
 def num_classes(family, model_dir: Path) -> int | None:

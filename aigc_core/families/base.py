@@ -5,7 +5,9 @@ A `Family` is a frozen record of plain values and functions; one file per family
 and never its name: which snapshots it trains on (`kind`), its presets, how to build its training
 job from typed configs, which module is saved and served, how to load a generator from saved
 files, how to evaluate it, the promotion policy's metrics, the pyfunc's input example and params
-(its request options, with their defaults), and which curation its content gets (`kind`). A
+(its request options, with their defaults), which curation its content gets (`kind`), and how
+a trained model is compressed (`compression`: the method and how much worse than its parent the
+compressed model may score, `aigc_core.compression`; None: it is not). A
 separate package adds a family through the entry-point group `aigc.families` (see
 `aigc_core.families`): nothing in this project changes.
 
@@ -31,6 +33,7 @@ from typing import Any, NamedTuple, Protocol
 import torch
 from torch import nn
 
+from aigc_core.compression import Compression
 from aigc_core.promotion import GatePolicy
 
 KINDS = ("image", "text")
@@ -123,6 +126,7 @@ class Family:
     final_metrics: Mapping[str, str] = field(default_factory=dict)  # run field -> logged metric
     prepare: Callable[[Any, TrainData], Any] = _same  # data-dependent config (a vocabulary)
     description: str = ""
+    compression: Compression | None = None  # how a trained model is compressed; None: it is not
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -144,7 +148,8 @@ class Family:
 
     def to_dict(self) -> dict:
         """What `aigc families --json` prints. `params`: the names of its request options (the
-        keys of `params_example`), which `aigc generate` checks its options against."""
+        keys of `params_example`), which `aigc generate` checks its options against;
+        `compression`: its compression method's name, or None."""
         return {
             "name": self.name,
             "kind": self.kind,
@@ -152,6 +157,7 @@ class Family:
             "primary_metric": self.policy.metric,
             "lower_is_better": self.policy.lower_is_better,
             "params": list(self.params_example),
+            "compression": self.compression.method if self.compression else None,
             "presets": {
                 name: {"model": p.model.to_dict(), "train": _plain(p.train)}
                 for name, p in self.presets.items()

@@ -8,7 +8,10 @@ Transformer use them; so can a plugin).
 - `evaluator(load_generator)`: `evaluate`, the text scores (`aigc_core.evaluation.text_eval`);
 - `GATE`, `FINAL_METRICS`, `INPUT_EXAMPLE`, `PARAMS_EXAMPLE` (the served request: prompts as
   rows, sampling options as params);
-- `language_model(name, module, config_class, presets, description)`: all of it as one `Family`.
+- `COMPRESSION_TOLERANCE`: how much worse (relative) a compressed model's bits per character
+  may be than its parent's;
+- `language_model(name, module, config_class, presets, description)`: all of it as one `Family`,
+  compressed by dynamic int8 quantization (`aigc_core.compression.int8`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from aigc_core.compression import int8
 from aigc_core.families.base import EvalInputs, Evaluation, Family, TrainData
 from aigc_core.generation.text import TextGenerator
 from aigc_core.generation.text_options import PREDICT_PARAMS
@@ -43,6 +47,10 @@ GATE = GatePolicy(
     min_improvement=0.0,
     minimums={"distinct_2": 0.2, "novelty": 0.1},
 )
+
+# int8 weights cost the charlstm cpu preset 0.04% in held-out bits per character
+# (benchmarks/compress.py): 2% leaves room for noise and still refuses a broken model
+COMPRESSION_TOLERANCE = 0.02
 
 FINAL_METRICS = {"final_loss": "loss", "final_val_loss": "val_loss", "final_val_bpc": "val_bpc"}
 
@@ -116,7 +124,7 @@ def language_model(
 ) -> Family:
     """A character-level language model family: its network (`module(config)`), config class
     and presets are its own; training (`LMJob`), the vocabulary step, generation, evaluation,
-    the gate and the served request are this module's."""
+    the gate, the served request and the compression are this module's."""
     model_config = functools.partial(saved_config, config_class)
     load = generator_loader(module, model_config)
     return Family(
@@ -135,6 +143,7 @@ def language_model(
         final_metrics=FINAL_METRICS,
         prepare=vocabulary(name),
         description=description,
+        compression=int8.dynamic_int8(load, COMPRESSION_TOLERANCE),
     )
 
 
