@@ -32,7 +32,6 @@ usage: python benchmarks/compress.py [--families dcgan charlstm transformer] [--
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
@@ -48,7 +47,6 @@ from common import add_isa_option, isa_name, run_at_isa
 
 from aigc_core import families
 from aigc_core.compression import CompressInputs, compress, model_bytes, within_tolerance
-from aigc_core.compression.pruning import dcgan_channels
 from aigc_core.data.ingest import prepare
 from aigc_core.data.snapshot import image_arrays, text_split
 from aigc_core.evaluation.image_eval import evaluate_images
@@ -83,15 +81,6 @@ def snapshot(kind: str) -> dict:
         train, val = ("\n\n".join(text_split(table, s)) for s in ("train", "validation"))
         data = TrainData(text=train, val_text=val)
     return {"id": f"benchmark-{DATASET[kind]}", "table": table, "manifest": manifest, "data": data}
-
-
-def with_method(family):
-    """The family, with the DCGAN's method until its family file declares it."""
-    if family.compression is None and family.name == "dcgan":
-        return dataclasses.replace(
-            family, compression=dcgan_channels(family.load_generator, TARGET_FID)
-        )
-    return family
 
 
 def train_parent(family, steps: int, snap: dict, work: Path) -> Path:
@@ -169,7 +158,7 @@ def quality(family, folder: Path, gen, snap: dict, work: Path) -> dict[str, floa
 
 
 def run_family(name: str, steps: int, repeats: int, work: Path, snaps: dict) -> dict:
-    family = with_method(families.get(name))
+    family = families.get(name)
     if family.kind not in snaps:
         snaps[family.kind] = snapshot(family.kind)
     snap = snaps[family.kind]
