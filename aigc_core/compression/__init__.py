@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aigc_core.atomic import staged_dir, staging_path
-from aigc_core.models.io import CONFIG, WEIGHTS
+from aigc_core.models.io import CONFIG, WEIGHTS, read_config
 from aigc_core.promotion import GatePolicy, floor_violations
 
 if TYPE_CHECKING:  # the families import this module
@@ -95,6 +95,12 @@ def compress(family: Family, inputs: CompressInputs) -> Compressed:
         raise FileNotFoundError(
             f"{parent} is not a saved model: it lacks {', '.join(missing)}; give the folder "
             "that save_model wrote"
+        )
+    compressed = read_config(parent / CONFIG).get("compression")
+    if compressed:
+        raise ValueError(
+            f"{parent} is already compressed ({compressed.get('method')}): compress its "
+            "full-size parent"
         )
     out = Path(inputs.out_dir)
     if out.resolve() == parent.resolve():

@@ -68,11 +68,6 @@ def apply_dynamic_int8(load_generator: Callable, inputs: CompressInputs) -> None
     snapshot is not read)."""
     parent = Path(inputs.parent_dir)
     config = read_config(parent / CONFIG)
-    if "compression" in config:
-        raise ValueError(
-            f"{parent} is already compressed ({config['compression'].get('method')}): compress "
-            "its full-precision parent"
-        )
     module = load_generator(parent / WEIGHTS, parent / CONFIG, "cpu").module
     state = int8_state(module)
     layers = sorted({k.removesuffix(SCALE) for k in state if k.endswith(SCALE)})

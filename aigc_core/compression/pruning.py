@@ -42,7 +42,7 @@ from torch.nn import functional as F
 
 from aigc_core.compression import CompressInputs, Compression
 from aigc_core.models.dcgan import Generator
-from aigc_core.models.io import CONFIG, WEIGHTS, read_config, save_model
+from aigc_core.models.io import CONFIG, WEIGHTS, save_model
 from aigc_core.training.device import autocast, bf16_supported
 
 log = logging.getLogger(__name__)
@@ -92,12 +92,6 @@ def apply_pruning(load_generator: Callable, p: Pruning, inputs: CompressInputs) 
     """Write the pruned, fine-tuned generator into `inputs.out_dir` (the snapshot is not read:
     the parent's own images are the targets)."""
     parent_dir = Path(inputs.parent_dir)
-    config = read_config(parent_dir / CONFIG)
-    if "compression" in config:
-        raise ValueError(
-            f"{parent_dir} is already compressed ({config['compression'].get('method')}): "
-            "compress its full-size parent"
-        )
     parent = load_generator(parent_dir / WEIGHTS, parent_dir / CONFIG, "cpu").module
     if type(parent) is not Generator:
         raise ValueError(
