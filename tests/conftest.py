@@ -39,3 +39,26 @@ def home(tmp_path):
     from aigc_core.paths import Home
 
     return Home(tmp_path / "aigc-home").ensure()
+
+
+@pytest.fixture
+def mlflow_registry(monkeypatch):
+    """`mlflow_registry(uri)` points MLflow's fluent API (`mlflow.pyfunc.load_model("models:/...")`)
+    at a store for one test. `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI, which a
+    later test's `Tracker` would take for a user's tracking server; the URIs and the variables
+    are restored when the test ends."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    monkeypatch.setattr(tracking, "_tracking_uri", tracking._tracking_uri)
+    monkeypatch.setattr(registry, "_registry_uri", registry._registry_uri)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        # setenv records the value (or its absence, which delenv alone would not) for the undo
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+
+    def point(uri: str) -> None:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+
+    return point

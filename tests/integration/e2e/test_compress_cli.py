@@ -192,7 +192,9 @@ def test_generate_from_the_compressed_alias_names_the_compressed_version(compres
 
 
 @pytest.mark.slow
-def test_the_compressed_pyfunc_loads_and_predicts_with_unpickling_disabled(compressed, monkeypatch):
+def test_the_compressed_pyfunc_loads_and_predicts_with_unpickling_disabled(
+    compressed, monkeypatch, mlflow_registry
+):
     home, _, s = compressed
 
     def refuse(*args, **kwargs):
@@ -206,9 +208,7 @@ def test_the_compressed_pyfunc_loads_and_predicts_with_unpickling_disabled(compr
     for attr in ("load", "loads"):
         monkeypatch.setattr(cloudpickle, attr, refuse)
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
-    uri = Home(home).tracking_uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    mlflow_registry(Home(home).tracking_uri)
     path = list(sys.path)
     try:
         model = mlflow.pyfunc.load_model(f"models:/{NAME}@{COMPRESSED}")

@@ -67,19 +67,14 @@ def test_a_batch_asked_for_one_class_with_sampling_options(diffusion_home):
     assert bad.returncode == 2 and "out of range" in bad.stderr, bad.stderr
 
 
-def test_the_diffusion_champion_takes_labels_guidance_and_steps_as_params(diffusion_home):
+def test_the_diffusion_champion_takes_labels_guidance_and_steps_as_params(
+    diffusion_home, mlflow_registry
+):
     home, _ = diffusion_home
     import mlflow
 
-    uri = f"sqlite:///{home / 'mlflow.db'}"
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        model = mlflow.pyfunc.load_model("models:/aigc-diffusion-digits@champion")
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
+    mlflow_registry(f"sqlite:///{home / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/aigc-diffusion-digits@champion")
     params = {spec.name: spec.default for spec in model.metadata.get_params_schema().params}
     assert params == {"labels": "", "guidance": -1.0, "sampling_steps": 0}
     request = pd.DataFrame({"n": [3], "seed": [5]})

@@ -164,12 +164,12 @@ def test_second_run_reuses_the_snapshot_and_records_a_decision(two_runs):
     assert str(challenger.version) == "2"
 
 
-def test_the_champion_loads_without_unpickling_and_generates(two_runs, monkeypatch):
+def test_the_champion_loads_without_unpickling_and_generates(
+    two_runs, monkeypatch, mlflow_registry
+):
     home, first, _ = two_runs
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
-    uri = f"sqlite:///{home / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    mlflow_registry(f"sqlite:///{home / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model(f"models:/{first['model_name']}@champion")
     out = model.predict(pd.DataFrame({"n": [3, 2], "seed": [7, 8]}))
     assert len(out) == 5 and set(out["request"]) == {0, 1}
