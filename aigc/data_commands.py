@@ -36,21 +36,41 @@ def _home(home: Path | None, verbose: bool) -> Home:
 def ingest(
     dataset: str = typer.Option(
         ...,
-        help="Dataset name: built-in (digits, mnist, fashion-mnist, python-docs), or a name "
-        "of your choice with --path.",
+        help="Dataset name: built-in (digits, mnist, fashion-mnist, python-docs, notes), or a "
+        "name of your choice with --path.",
     ),
     path: Path = typer.Option(
         None,
-        help="Your files: MNIST IDX files (.gz or raw), a folder of PNG/JPEG images (class "
-        "subfolders as labels), or text (.txt, .jsonl, .csv, .parquet, or a folder of them).",
+        help="Your files: MNIST IDX files (.gz or raw), a folder of PNG/JPEG images or of "
+        "WAV/FLAC recordings (class subfolders as labels), or text (.txt, .jsonl, .csv, "
+        ".parquet, or a folder of them).",
     ),
-    kind: Literal["image", "text"] | None = typer.Option(
+    kind: Literal["image", "text", "audio"] | None = typer.Option(
         None,
-        help="image or text (default: from the dataset or path).",
+        help="image, text or audio (default: from the dataset or path).",
     ),
     text_column: str = typer.Option("text", help="Text column of JSONL, CSV or Parquet files."),
     image_size: int = typer.Option(None, min=4, max=1024, help="Resize images to this square."),
     mode: Literal["L", "RGB"] = typer.Option("L", help="Image folders: L (grayscale) or RGB."),
+    sample_rate: int = typer.Option(
+        None,
+        min=1000,
+        max=192000,
+        help="Audio: resample every clip to this rate in Hz (default: notes 8000, a folder 16000).",
+    ),
+    clip_samples: int = typer.Option(
+        None,
+        min=64,
+        max=1 << 20,
+        help="Audio: samples per clip; longer recordings keep their loudest window, shorter "
+        "ones are zero-padded (default: notes 4096, a folder 16384; the audio models take "
+        "1024, 4096, 16384 or 65536).",
+    ),
+    max_seconds: float = typer.Option(
+        600.0,
+        min=0.001,
+        help="Audio: refuse a file longer than this many seconds (read from its header).",
+    ),
     bad_bytes: Literal["reject", "replace"] = typer.Option(
         "reject",
         help="Text that is not UTF-8 or holds NUL bytes: reject, or replace and count.",
@@ -98,6 +118,9 @@ def ingest(
                 mode=mode,
                 text_column=text_column,
                 bad_bytes=bad_bytes,
+                sample_rate=sample_rate,
+                clip_samples=clip_samples,
+                max_seconds=max_seconds,
             )
     except DataSourceError as e:
         raise _fail(f"ingest {dataset}: {e}\nNothing was written.") from None

@@ -29,12 +29,12 @@ import pandas as pd
 import pyarrow as pa
 
 from aigc_core.atomic import naming_full_disk, write_bytes_atomic
-from data_contracts import data_docs, images, text
+from data_contracts import audio, data_docs, images, text
 from data_contracts.common import CRITICAL, INFO
 
 log = logging.getLogger(__name__)
 
-SUITES = {"image": images, "text": text}
+SUITES = {"image": images, "text": text, "audio": audio}
 
 
 @dataclass

@@ -63,21 +63,24 @@ def decode_image(path: Path, mode: str, size: int) -> np.ndarray:
         ) from None
 
 
-def scan_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
-    """Image files, their label indices and the label names. Images directly in `root` are
-    unlabeled (label 0, name `unlabeled`); images in subfolders take the subfolder as class."""
-    files = walk_files(root, IMAGE_SUFFIXES)
+def scan_folder(
+    root: Path,
+    suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
+    what: str = "images",
+    hint: str = "no PNG or JPEG files found; an image folder holds *.png / *.jpg files",
+) -> tuple[list[Path], list[int], list[str]]:
+    """Files with one of `suffixes`, their label indices and the label names. Files directly in
+    `root` are unlabeled (label 0, name `unlabeled`); files in subfolders take the subfolder as
+    class. Shared by image and audio folders (`what` and `hint` word the errors)."""
+    files = walk_files(root, suffixes)
     if not files:
-        raise DataSourceError(
-            f"{root}: no PNG or JPEG files found; an image folder holds *.png / *.jpg files, "
-            f"optionally in one subfolder per class"
-        )
+        raise DataSourceError(f"{root}: {hint}, optionally in one subfolder per class")
     rel = [f.relative_to(root) for f in files]
     top = [r for r in rel if len(r.parts) == 1]
     if top and len(top) != len(rel):
         raise DataSourceError(
-            f"{root}: mixes images at the top level (e.g. {top[0]}) with images in class "
-            f"subfolders; put every image in a class subfolder, or none"
+            f"{root}: mixes {what} at the top level (e.g. {top[0]}) with {what} in class "
+            f"subfolders; put every file in a class subfolder, or none"
         )
     if top:
         return files, [0] * len(files), ["unlabeled"]

@@ -17,10 +17,19 @@ from pathlib import Path
 import pyarrow as pa
 
 from aigc_core.data import sources
+from aigc_core.data.audio import (
+    AUDIO_SUFFIXES,
+    DEFAULT_CLIP_SAMPLES,
+    DEFAULT_MAX_SECONDS,
+    DEFAULT_SAMPLE_RATE,
+    load_audio_folder,
+)
 from aigc_core.data.files import DataSourceError, require_exists
 from aigc_core.data.folders import IMAGE_SUFFIXES
+from aigc_core.data.notes import load_notes
 from aigc_core.data.snapshot import (
     Snapshot,
+    audio_table,
     content_id,
     image_table,
     read_manifest,
@@ -32,7 +41,8 @@ from aigc_core.data.text import DEFAULT_MAX_DOC_CHARS, MIN_DOC_CHARS, TEXT_SUFFI
 log = logging.getLogger(__name__)
 
 TEXT_DATASETS = ("python-docs",)
-KINDS = ("image", "text")
+AUDIO_DATASETS = {"notes": load_notes}
+KINDS = ("image", "text", "audio")
 
 Gate = Callable[[pa.Table, dict], object]
 
@@ -58,11 +68,16 @@ class Prepared:
 
 
 def builtin_datasets() -> dict[str, str]:
-    return {**{n: "image" for n in sources.IMAGE_SOURCES}, **{n: "text" for n in TEXT_DATASETS}}
+    return {
+        **{n: "image" for n in sources.IMAGE_SOURCES},
+        **{n: "text" for n in TEXT_DATASETS},
+        **{n: "audio" for n in AUDIO_DATASETS},
+    }
 
 
 def detect_kind(dataset: str, path: Path | None, kind: str | None = None) -> str:
-    """image or text: from --kind, else the built-in name, else what the path holds."""
+    """image, text or audio: from --kind, else the built-in name, else what the path holds
+    (images first, then WAV/FLAC, then text: a folder of recordings may hold a README)."""
     if kind is not None:
         if kind not in KINDS:
             raise DataSourceError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -71,6 +86,8 @@ def detect_kind(dataset: str, path: Path | None, kind: str | None = None) -> str
         return "image"
     if dataset in TEXT_DATASETS:
         return "text"
+    if dataset in AUDIO_DATASETS:
+        return "audio"
     if path is None:
         raise DataSourceError(
             f"unknown dataset {dataset!r}; built-in datasets: "
@@ -81,11 +98,13 @@ def detect_kind(dataset: str, path: Path | None, kind: str | None = None) -> str
     suffixes = {p.suffix.lower() for p in names}
     if any("idx3" in p.name for p in names) or suffixes & set(IMAGE_SUFFIXES):
         return "image"
+    if suffixes & set(AUDIO_SUFFIXES):
+        return "audio"
     if suffixes & set(TEXT_SUFFIXES):
         return "text"
     raise DataSourceError(
-        f"{path}: neither images (PNG, JPEG, IDX) nor text ({', '.join(TEXT_SUFFIXES)}) found; "
-        f"check --path or say --kind"
+        f"{path}: neither images (PNG, JPEG, IDX), audio (WAV, FLAC) nor text "
+        f"({', '.join(TEXT_SUFFIXES)}) found; check --path or say --kind"
     )
 
 
@@ -100,14 +119,20 @@ def prepare(
     text_column: str = "text",
     bad_bytes: str = "reject",
     downloads: Path | None = None,
+    sample_rate: int | None = None,
+    clip_samples: int | None = None,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
 ) -> Prepared:
-    """Read, preprocess and tabulate a dataset. Raises DataSourceError on bad input."""
+    """Read, preprocess and tabulate a dataset. Raises DataSourceError on bad input.
+
+    Audio: `sample_rate` and `clip_samples` default to the built-in set's own (notes: 8 kHz,
+    4096) or, for a folder, 16 kHz and 16384; `max_seconds` bounds each file's length."""
     if not 0.0 < validation_fraction < 1.0:
         raise DataSourceError(
             f"validation fraction {validation_fraction} must be between 0 and 1 (exclusive)"
         )
     path = Path(path) if path is not None else None
-    if path is not None and dataset in ("digits", *TEXT_DATASETS):
+    if path is not None and dataset in ("digits", *TEXT_DATASETS, *AUDIO_DATASETS):
         raise DataSourceError(
             f"{dataset!r} is built in and reads no files; name your dataset differently "
             f"to ingest {path}"
@@ -125,6 +150,10 @@ def prepare(
                 "text_bounds": {"min_chars": MIN_DOC_CHARS, "max_chars": DEFAULT_MAX_DOC_CHARS},
                 "cleaning": data.stats,
             },
+        )
+    if k == "audio":
+        return _prepare_audio(
+            dataset, path, validation_fraction, sample_rate, clip_samples, max_seconds
         )
     kw: dict = {}
     if image_size is not None:
@@ -145,6 +174,48 @@ def prepare(
         params={**data.params, "validation_fraction": validation_fraction},
         extra={
             "image_shape": [c, h, w],
+            "label_set": list(range(len(data.label_names))),
+            "label_names": data.label_names,
+        },
+    )
+
+
+def _prepare_audio(
+    dataset: str,
+    path: Path | None,
+    validation_fraction: float,
+    sample_rate: int | None,
+    clip_samples: int | None,
+    max_seconds: float,
+) -> Prepared:
+    rate_len = {
+        k: v
+        for k, v in (("sample_rate", sample_rate), ("clip_samples", clip_samples))
+        if v is not None
+    }
+    if path is None:
+        if dataset not in AUDIO_DATASETS:
+            raise DataSourceError(
+                f"unknown audio dataset {dataset!r}; built-in: {', '.join(AUDIO_DATASETS)}, "
+                f"or give --path to a folder of WAV/FLAC files"
+            )
+        data = AUDIO_DATASETS[dataset](**rate_len)
+    else:
+        data = load_audio_folder(
+            path,
+            sample_rate=sample_rate or DEFAULT_SAMPLE_RATE,
+            clip_samples=clip_samples or DEFAULT_CLIP_SAMPLES,
+            max_seconds=max_seconds,
+        )
+    return Prepared(
+        name=dataset,
+        kind="audio",
+        table=audio_table(data, validation_fraction),
+        source=data.source,
+        params={**data.params, "validation_fraction": validation_fraction},
+        extra={
+            "sample_rate": data.sample_rate,
+            "clip_samples": int(data.pcm.shape[1]),
             "label_set": list(range(len(data.label_names))),
             "label_names": data.label_names,
         },

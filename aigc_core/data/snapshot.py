@@ -15,6 +15,16 @@ Sources that hold uint8 (IDX files, image folders) are stored as they are; float
 
 Text rows: `id` (sha256 of the UTF-8 text), `split` (from the id, as for images), `text` (one
 cleaned document per row). `text_split(table, split)` gives a trainer the documents of a split.
+
+Audio rows: `id` (sha256 of the PCM bytes), `split` (from the id), `label`, `label_name`,
+`sample_rate` (Hz, one rate per snapshot), `source_file` (the file's path relative to the
+ingested folder; null for a built-in dataset), `pcm` (the clip's L int16 samples, little-endian,
+as one fixed_size_binary(2L) value). Fixed-size binary rather than list<int16>: the bytes hashed
+for the id are exactly the bytes stored (no per-value conversion, so the id cannot drift with a
+reader's integer handling), Parquet stores it as one FIXED_LEN_BYTE_ARRAY per row with no
+repetition levels (a list<int16> is written as int32 values plus levels), and `pcm_values` reads
+it back as an (N, L) int16 view of the Arrow buffer without a copy.
+`aigc_core.data.audio.audio_data(table)` gives a trainer an `AudioData`.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import pyarrow.parquet as pq
 
 from aigc_core import names
 from aigc_core.atomic import sha256_file, staged_dir
+from aigc_core.data.audio import AudioData
 from aigc_core.data.files import (
     POOL,
     DataSourceError,
@@ -60,7 +71,8 @@ TEXT_BLOCK = 2048  # documents per Arrow chunk of a text table built from Python
 TEXT_BLOCK_BYTES = 1 << 26  # ... or fewer: a chunk's int32 offsets must stay below 2**31
 QUANTIZE_ROWS = 8192  # float images quantized per block, so no full-size float temporary
 ID_BYTES = 12  # a row id is the first 12 bytes of its sha256, as 24 hex digits
-STATISTICS = ["id", "split", "label", "height", "width", "channels"]  # not the pixels or text
+# columns with Parquet statistics: not the pixels, text or PCM
+STATISTICS = ["id", "split", "label", "height", "width", "channels", "sample_rate"]
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
@@ -75,6 +87,21 @@ def image_schema(size: int) -> pa.Schema:
             pa.field("width", pa.int16(), nullable=False),
             pa.field("channels", pa.int16(), nullable=False),
             pa.field("pixels", pa.binary(size), nullable=False),
+        ]
+    )
+
+
+def audio_schema(clip_samples: int) -> pa.Schema:
+    """The schema of an audio table whose clips hold `clip_samples` int16 samples each."""
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("label", pa.int16()),
+            pa.field("label_name", pa.string()),
+            pa.field("sample_rate", pa.int32(), nullable=False),
+            pa.field("source_file", pa.string()),
+            pa.field("pcm", pa.binary(2 * clip_samples), nullable=False),
         ]
     )
 
@@ -254,14 +281,61 @@ def text_split(table: pa.Table, split: str | None = None) -> list[str]:
     return table.column("text").to_pylist()
 
 
+def audio_table(data: AudioData, validation_fraction: float = 0.2) -> pa.Table:
+    """One row per clip, PCM as little-endian int16 bytes (see the module docstring)."""
+    if data.pcm.ndim != 2 or data.pcm.dtype != np.int16:
+        raise ValueError(f"PCM must be (N, L) int16, not {data.pcm.shape} {data.pcm.dtype}")
+    n, length = data.pcm.shape
+    flat = np.ascontiguousarray(data.pcm, dtype="<i2").reshape(n * length).view(np.uint8)
+    size = 2 * length
+    digests = sha256_rows(flat, np.arange(0, (n + 1) * size, size, dtype=np.int64))
+    ids, splits = _ids_and_splits(digests, validation_fraction)
+    labels = np.asarray(data.labels, dtype=np.int64)
+    names = np.asarray(data.label_names, dtype=object)
+    if n and (labels.min() < 0 or labels.max() >= len(names)):
+        raise ValueError(f"labels outside 0..{len(names) - 1}")
+    files = data.files if data.files is not None else [None] * n
+    if len(files) != n:
+        raise ValueError(f"{len(files)} source files for {n} clips")
+    return pa.table(
+        {
+            "id": ids,
+            "split": splits,
+            "label": pa.array(labels, pa.int16()),
+            "label_name": pa.array(names[labels] if n else [], pa.string()),
+            "sample_rate": pa.array(np.full(n, data.sample_rate), pa.int32()),
+            "source_file": pa.array(files, pa.string()),
+            "pcm": pa.Array.from_buffers(pa.binary(size), n, [None, pa.py_buffer(flat)]),
+        },
+        schema=audio_schema(length),
+    )
+
+
+def pcm_values(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """(N, L) int16: the clips of an audio table's `pcm` column (a view of one chunk's buffer,
+    read-only; a copy when the column has several chunks). The one reader of the PCM layout."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    kind, n = column.type, len(column)
+    if not pa.types.is_fixed_size_binary(kind) or kind.byte_width % 2:
+        raise SnapshotError(f"the pcm column holds {kind}, not int16 clips; ingest again")
+    if column.null_count:
+        raise SnapshotError(f"{column.null_count} clip(s) have no PCM; ingest again")
+    length = kind.byte_width // 2
+    if n == 0:
+        return np.empty((0, length), dtype=np.int16)
+    values = np.frombuffer(column.buffers()[1], "<i2", n * length, column.offset * 2 * length)
+    return values.reshape(n, length)
+
+
 def content_id(table: pa.Table, params: dict) -> str:
     """The snapshot id: a hash of the format, the parameters, the schema and the rows' ids
-    (themselves content hashes), splits and labels (each column's values as text, joined by
-    \x1f; a missing label is `None`)."""
+    (themselves content hashes), splits, labels and label names where a table has them (each
+    column's values as text, joined by \x1f; a missing label is `None`)."""
     h = hashlib.sha256()
     h.update(json.dumps({"format": FORMAT_VERSION, "params": params}, sort_keys=True).encode())
     h.update(str(table.schema).encode())
-    for col in [c for c in ("id", "split", "label") if c in table.column_names]:
+    for col in [c for c in ("id", "split", "label", "label_name") if c in table.column_names]:
         h.update(col.encode())
         column = table.column(col)
         if len(column) == 0:
@@ -316,7 +390,8 @@ def write_snapshot(
             staging / part,
             compression="zstd",
             row_group_size=row_group_rows,
-            use_dictionary=["split"],  # ids are unique, pixels are already bytes
+            # ids are unique, pixels and PCM are already bytes
+            use_dictionary=[c for c in ("split", "label_name") if c in table.column_names],
             write_statistics=[c for c in STATISTICS if c in table.column_names],
             memory_pool=POOL,
         )

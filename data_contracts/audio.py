@@ -1,0 +1,222 @@
+"""The contract for audio snapshots.
+
+GX validates a per-clip profile (split, label and its class's share, sample rate, length, peak
+level, fraction of silent frames, fraction of clipped samples, DC offset) rather than the PCM
+itself, so every property is a plain column check. One expectation per property; the comment
+names what it guards.
+
+Severities: what breaks training or evaluation blocks (rates, lengths, labels, empty splits,
+split leakage, a dataset of mostly silence or mostly repeats); what real recordings often have
+and a user should hear about is a warning (quiet clips, clipping, DC offset, unbalanced classes,
+a few exact repeats). Levels are in dBFS relative to int16 full scale (32768).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from aigc_core.data.snapshot import pcm_values
+from data_contracts.common import CRITICAL, SPLITS, WARNING, guards, in_both_splits
+
+FULL_SCALE = 32768.0
+FRAME_SECONDS = 0.032  # silence is judged per 32 ms frame
+SILENCE_DBFS = -60.0  # a frame whose RMS is below this is silent
+MAX_SILENT_FRACTION = 0.5  # a clip more than half silent is "mostly silence"
+MAX_MOSTLY_SILENT = 0.1  # ... and at most 10% of the clips may be (blocking)
+MIN_PEAK_DBFS = -40.0  # a quieter clip is reported
+MAX_CLIPPED_FRACTION = 0.001  # samples at full scale: more than 0.1% of a clip is clipping
+MAX_DC_OFFSET = 0.02  # |mean| as a fraction of full scale
+MIN_FAIR_SHARE = 0.2  # a class with under a fifth of its fair share (1/K) is reported
+MAX_DUPLICATE_RATIO = 0.1  # a few repeated clips are tolerated (and warned about)
+BLOCK_ROWS = 1024  # clips profiled at once: bounds the float temporaries
+
+
+def _levels(pcm: np.ndarray, frame: int) -> dict[str, np.ndarray]:
+    """Per-clip peak (dBFS), silent-frame fraction, clipped fraction and DC offset of (N, L)
+    int16 clips, computed in blocks of BLOCK_ROWS clips."""
+    n, length = pcm.shape
+    frame = max(1, min(frame, length))
+    frames = length // frame
+    out = {k: np.zeros(n) for k in ("peak_dbfs", "silent_fraction", "clipped_fraction", "dc")}
+    floor = FULL_SCALE * 10.0 ** (SILENCE_DBFS / 20.0)
+    for start in range(0, n, BLOCK_ROWS):
+        block = pcm[start : start + BLOCK_ROWS].astype(np.float32)  # (B, L)
+        rows = slice(start, start + len(block))
+        peak = np.abs(block).max(axis=1) if length else np.zeros(len(block))
+        with np.errstate(divide="ignore"):
+            out["peak_dbfs"][rows] = np.maximum(20.0 * np.log10(peak / FULL_SCALE), -120.0)
+        framed = block[:, : frames * frame].reshape(len(block), frames, frame)
+        rms = np.sqrt(np.mean(np.square(framed, dtype=np.float64), axis=2))  # (B, frames)
+        out["silent_fraction"][rows] = (rms < floor).mean(axis=1) if frames else 1.0
+        out["clipped_fraction"][rows] = (np.abs(block) >= FULL_SCALE - 1).mean(axis=1)
+        out["dc"][rows] = np.abs(block.mean(axis=1, dtype=np.float64)) / FULL_SCALE
+    return out
+
+
+def profile(table: pa.Table) -> pd.DataFrame:
+    """One row per clip with the columns the suite checks."""
+    pcm = pcm_values(table.column("pcm"))
+    rates = table.column("sample_rate").to_numpy(zero_copy_only=False)
+    rate = int(np.median(rates)) if len(rates) else 0
+    levels = _levels(pcm, round(FRAME_SECONDS * rate) if rate > 0 else 256)
+    ids, splits = table.column("id").to_pandas(), table.column("split").to_pandas()
+    labels = table.column("label").to_pandas()
+    share = labels.map(labels.value_counts(normalize=True)).astype("float64")
+    return pd.DataFrame(
+        {
+            "id": ids,
+            "split": splits,
+            "in_both_splits": in_both_splits(ids, splits),
+            "label": labels,
+            "label_share": share,
+            "sample_rate": rates,
+            "n_samples": np.full(len(pcm), pcm.shape[1], dtype=np.int64),
+            "peak_dbfs": levels["peak_dbfs"],
+            "silent_fraction": levels["silent_fraction"],
+            "clipped_fraction": levels["clipped_fraction"],
+            "dc_offset": levels["dc"],
+        }
+    )
+
+
+def expectations(manifest: dict) -> list:
+    """The suite for an audio snapshot whose manifest declares its rate, length and labels."""
+    import great_expectations.expectations as gxe
+
+    rate, length = manifest["sample_rate"], manifest["clip_samples"]
+    labels = manifest["label_set"]
+    min_share = MIN_FAIR_SHARE / max(1, len(labels))
+    return [
+        # an empty snapshot passes every per-row check below: demand rows
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=1,
+            description="The snapshot has at least one clip (per-row checks pass on no rows).",
+            meta=guards("empty dataset"),
+        ),
+        # training and the evaluator both need clips in each split
+        gxe.ExpectColumnDistinctValuesToContainSet(
+            column="split",
+            value_set=SPLITS,
+            description="Both the train and the validation split hold clips.",
+            meta=guards("an empty train or validation split"),
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="split",
+            value_set=SPLITS,
+            description="Every clip is in the train or the validation split, no other.",
+            meta=guards("unknown split names"),
+        ),
+        # an unlabeled clip cannot train or score the evaluator
+        gxe.ExpectColumnValuesToNotBeNull(
+            column="label",
+            description="Every clip has a label: the evaluator cannot score an unlabeled one.",
+            meta=guards("missing labels"),
+        ),
+        # labels outside the declared set break the classifier head
+        gxe.ExpectColumnValuesToBeInSet(
+            column="label",
+            value_set=labels,
+            description="Every label is in the label set the manifest declares.",
+            meta=guards("labels out of range"),
+        ),
+        # a declared class with no clips: the evaluator cannot learn or score it
+        gxe.ExpectColumnDistinctValuesToContainSet(
+            column="label",
+            value_set=labels,
+            description="Every class the manifest declares has clips.",
+            meta=guards("a class with no clips"),
+        ),
+        # a rare class is learned poorly and scored noisily (reported, not blocking)
+        gxe.ExpectColumnValuesToBeBetween(
+            column="label_share",
+            min_value=min_share,
+            severity=WARNING,
+            description=(
+                f"Every class holds at least {MIN_FAIR_SHARE:.0%} of its fair share of the clips "
+                f"({min_share:.1%}): rarer classes are learned and scored poorly."
+            ),
+            meta=guards("unbalanced classes"),
+        ),
+        # one rate per snapshot: a model's time axis means one thing
+        gxe.ExpectColumnValuesToBeInSet(
+            column="sample_rate",
+            value_set=[rate],
+            description=f"Every clip is at {rate} Hz, as the manifest declares.",
+            meta=guards("wrong sample rate"),
+        ),
+        # one length per snapshot: the models take fixed-length clips
+        gxe.ExpectColumnValuesToBeInSet(
+            column="n_samples",
+            value_set=[length],
+            description=f"Every clip holds {length} samples, as the manifest declares.",
+            meta=guards("wrong clip length"),
+        ),
+        # a very quiet clip is mostly the noise floor (reported: quiet recordings exist)
+        gxe.ExpectColumnValuesToBeBetween(
+            column="peak_dbfs",
+            min_value=MIN_PEAK_DBFS,
+            severity=WARNING,
+            description=f"Every clip peaks above {MIN_PEAK_DBFS:g} dBFS.",
+            meta=guards("quiet clips"),
+        ),
+        # a dataset of mostly silence trains a generator of silence
+        gxe.ExpectColumnValuesToBeBetween(
+            column="silent_fraction",
+            max_value=MAX_SILENT_FRACTION,
+            mostly=1.0 - MAX_MOSTLY_SILENT,
+            description=(
+                f"At most {MAX_MOSTLY_SILENT:.0%} of the clips are more than "
+                f"{MAX_SILENT_FRACTION:.0%} silent ({FRAME_SECONDS * 1000:g} ms frames below "
+                f"{SILENCE_DBFS:g} dBFS RMS)."
+            ),
+            meta=guards("mostly silence"),
+        ),
+        # clipped recordings teach a generator distortion
+        gxe.ExpectColumnValuesToBeBetween(
+            column="clipped_fraction",
+            max_value=MAX_CLIPPED_FRACTION,
+            severity=WARNING,
+            description=(
+                f"At most {MAX_CLIPPED_FRACTION:.1%} of a clip's samples are at full scale."
+            ),
+            meta=guards("clipping"),
+        ),
+        # a DC offset is an artefact of the recorder, and wastes a generator's range
+        gxe.ExpectColumnValuesToBeBetween(
+            column="dc_offset",
+            max_value=MAX_DC_OFFSET,
+            severity=WARNING,
+            description=f"Every clip's mean is within {MAX_DC_OFFSET:.0%} of full scale of 0.",
+            meta=guards("DC offset"),
+        ),
+        # the same clip in train and validation inflates held-out scores
+        gxe.ExpectColumnValuesToBeBetween(
+            column="in_both_splits",
+            min_value=0,
+            max_value=0,
+            description="No clip is in both splits: that would inflate held-out scores.",
+            meta=guards("train/validation overlap"),
+        ),
+        # a dataset that is mostly repeats trains a model to copy them
+        gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
+            column="id",
+            min_value=1.0 - MAX_DUPLICATE_RATIO,
+            description=(
+                f"At most {MAX_DUPLICATE_RATIO:.0%} of the clips are repeats: "
+                "a model trained on mostly repeats learns to copy them."
+            ),
+            meta=guards("duplicate ratio"),
+        ),
+        # ids are content hashes: a repeat is an exact duplicate clip (reported, not blocking)
+        gxe.ExpectColumnValuesToBeUnique(
+            column="id",
+            severity=WARNING,
+            description="Each clip appears once; a few exact repeats are reported, not blocked.",
+            meta=guards("duplicate clips"),
+        ),
+    ]
+
+
+__all__ = ["CRITICAL", "WARNING", "expectations", "profile"]
