@@ -411,3 +411,43 @@ def test_an_uppercase_dataset_name_is_stored_in_lowercase(home, tmp_path):
     out = json.loads(r.stdout)
     assert out["dataset"] == "mydocs"
     assert (home / "datasets" / "mydocs" / out["snapshot_id"]).is_dir()
+
+
+# -------------------------------------------------------------------------- audio
+
+
+def audio_folder(tmp_path, n=4):
+    import soundfile as sf
+
+    t = np.arange(4096) / 8000
+    for i in range(n):
+        (tmp_path / "a").mkdir(parents=True, exist_ok=True)
+        tone = 0.3 * np.sin(2 * np.pi * (220 + 40 * i) * t)
+        sf.write(tmp_path / "a" / f"ok{i}.wav", tone, 8000, subtype="PCM_16")
+    return tmp_path
+
+
+def test_a_text_file_named_wav_is_refused_through_the_cli(home, tmp_path):
+    audio_folder(tmp_path)
+    bad = tmp_path / "a" / "notes.wav"
+    bad.write_text("this is not a recording\n")
+    fails(home, tmp_path, str(bad), "not a readable WAV or FLAC")
+
+
+def test_a_truncated_wav_is_refused_through_the_cli(home, tmp_path):
+    audio_folder(tmp_path)
+    whole = (tmp_path / "a" / "ok0.wav").read_bytes()
+    bad = tmp_path / "a" / "cut.wav"
+    bad.write_bytes(whole[: len(whole) // 2])
+    fails(home, tmp_path, str(bad), "truncated WAV")
+
+
+def test_nan_in_a_float_wav_is_refused_through_the_cli(home, tmp_path):
+    import soundfile as sf
+
+    audio_folder(tmp_path)
+    x = np.zeros(4096, dtype=np.float32)
+    x[100] = np.nan
+    bad = tmp_path / "a" / "nan.wav"
+    sf.write(bad, x, 8000, subtype="FLOAT")
+    fails(home, tmp_path, str(bad), "NaN or infinite")
