@@ -214,8 +214,8 @@ def usage_errors() -> Iterator[None]:
 
 
 MODEL_FAMILY_HELP = (
-    "Model family: dcgan or vae (images), charlstm or transformer (text), or a plugin's "
-    "(`aigc families`)."
+    "Model family: dcgan, vae or diffusion (images), charlstm, transformer or textvae (text), "
+    "or a plugin's (`aigc families`)."
 )
 CONFIG_OPTION_HELP = (
     "Settings file (YAML or JSON) with sections model, train, curation (`aigc config schema`)."
@@ -298,7 +298,14 @@ def run(
         return
     table = Table(title="aigc run", show_header=False)
     image = summary["batch_kind"] == "image"
-    quality = ("fid", "fid_floor", "evaluator_accuracy") if image else ("bits_per_char",)
+    if image:
+        quality = ("fid", "fid_floor", "evaluator_accuracy")
+    else:  # the family's gate: its primary metric and floors (bits per char; a VAE's ELBO, KL)
+        from aigc_core import families
+
+        policy = families.get(family).policy
+        quality = (policy.metric, *policy.minimums)
+    metrics = summary.get("metrics") or {}
     for k in (
         "snapshot_id",
         "trained",
@@ -315,7 +322,7 @@ def run(
         "n_kept",
         "device",
     ):
-        v = summary.get(k)
+        v = summary[k] if k in summary else metrics.get(k)
         table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
     if c := summary.get("compression"):
         table.add_row("compression", f"v{c['version']} {c['decision']}: {c['reason']}")

@@ -42,7 +42,9 @@ def generate(
         help="Registered model: NAME (its champion), NAME@ALIAS or NAME/VERSION.",
         autocompletion=completion.model_refs,
     ),
-    n: int = typer.Option(..., "--n", min=1, help="Items to generate."),
+    n: int = typer.Option(
+        None, "--n", min=1, help="Items to generate (required unless --interpolate is given)."
+    ),
     shards: int = typer.Option(
         None,
         "--shards",
@@ -103,6 +105,17 @@ def generate(
         min=1,
         help="Diffusion models: denoising steps of the sampler (the model's default).",
     ),
+    interpolate: tuple[str, str] = typer.Option(
+        None,
+        "--interpolate",
+        metavar="A B",
+        help="Text VAEs: decode --steps points on the path between the posterior means of "
+        "sentences A and B (greedy unless --temperature is given); takes no --n or "
+        "--prompt-file.",
+    ),
+    steps: int = typer.Option(
+        None, "--steps", min=2, help="With --interpolate: items on the path, both ends included."
+    ),
     dask_address: str = typer.Option(
         None, "--dask-address", help="Run shards on this Dask scheduler (tcp://host:port)."
     ),
@@ -119,6 +132,10 @@ def generate(
     with a manifest and an HTML review report. A rerun resumes an interrupted batch."""
     model = _name(names.model_ref, model)
     with usage_errors():  # fail before starting anything, the fast checks first
+        path = _interpolation(interpolate, steps, n, prompt_file)
+        if path:
+            n = steps
+            temperature = 0.0 if temperature is None else temperature
         if dask_address and dask_local:
             raise ValueError("give either --dask-address or --dask-local, not both")
         if shards is not None and shards > n:
@@ -156,6 +173,7 @@ def generate(
                 labels_file=str(labels_file) if labels_file else None,
                 guidance=guidance,
                 sampling_steps=sampling_steps,
+                **({"interpolate": path} if path else {}),
                 **sampling,
             )
     except LookupError as e:  # the model changed since the check above: not found all the same
@@ -245,6 +263,29 @@ def _check_content_options(
         flag = SAMPLING_FLAGS.get(str(e).split()[0], "sampling options")
         raise _fail(f"{flag}: {e}", exit_codes.USAGE) from None
     return sampling
+
+
+def _interpolation(
+    interpolate: tuple[str | None, str | None], steps: int | None, n: int | None, prompt_file
+) -> list[str]:
+    """The two sentences of `--interpolate` (empty: not asked), checked with --steps, --n and
+    --prompt-file: an interpolation batch is the path, K = --steps items, and nothing else."""
+    given = [s for s in interpolate or () if s is not None]
+    if not given:
+        if steps is not None:
+            raise ValueError("--steps applies to --interpolate: give --interpolate A B")
+        if n is None:
+            raise ValueError("give --n, the number of items (or --interpolate A B --steps K)")
+        return []
+    if n is not None:
+        raise ValueError("--interpolate makes --steps items: drop --n")
+    if prompt_file is not None:
+        raise ValueError("--interpolate takes no prompts: drop --prompt-file")
+    if steps is None:
+        raise ValueError("--interpolate needs --steps K, the items on the path (K >= 2)")
+    if any(not s.strip() for s in given):
+        raise ValueError("--interpolate takes two non-empty sentences")
+    return given
 
 
 def _unescape(value: str) -> str:

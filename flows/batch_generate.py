@@ -46,6 +46,7 @@ def batch_generate(
     labels_file: str | None = None,
     guidance: float | None = None,
     sampling_steps: int | None = None,
+    interpolate: list[str] | None = None,
 ) -> dict:
     """Sampling options left None take the text defaults (`TextSampling`,
     aigc_core.generation.text_options); guidance and sampling_steps left None, the model's own.
@@ -71,6 +72,7 @@ def batch_generate(
         labels=labels,
         labels_file=labels_file,
         options=options or None,
+        interpolate=interpolate,
     )
     return batch.to_dict()
 

@@ -35,6 +35,7 @@ def content_batch(
     labels: str | None = None,
     labels_file: str | None = None,
     options: dict | None = None,
+    interpolate: list[str] | None = None,
 ) -> Batch:
     """A curated batch of `n` items from the registered model `model_ref` (NAME, NAME@ALIAS or
     NAME/VERSION). `policy` (the policy file's format) overrides `policy_file`; `prompt_file`
@@ -48,6 +49,7 @@ def content_batch(
     plan = plan_batch(
         model_ref, n, shards, seed, home, policy_file, prompt_file, policy=policy,
         sampling=sampling, labels=labels, labels_file=labels_file, options=options,
+        interpolate=interpolate,
     )  # fmt: skip
 
     # 2. shards: generate, score and write one Parquet part each (finished shards are skipped);

@@ -34,6 +34,7 @@ def plan_batch(
     labels: str | None = None,
     labels_file: str | None = None,
     options: dict | None = None,
+    interpolate: list[str] | None = None,
 ) -> BatchPlan:
     """Resolve the model version, fix shard seeds and the policy; prepare the evaluator
     (images) or read the prompts and check them and the sampling options (text).
@@ -62,6 +63,7 @@ def plan_batch(
         sampling=sampling,
         labels=spec,
         options=options,
+        interpolate=interpolate,
     )
 
 

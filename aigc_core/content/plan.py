@@ -4,7 +4,9 @@
 a `BatchPlan`: the model's family and kind, per-shard seeds, the frozen policy, for text the
 prompts and sampling options, and for images the classes asked of a conditional model (`labels`,
 a pattern: item i asks for `labels[i % len(labels)]`, `aigc_core.generation.labels`) and the
-family's generation options (e.g. a diffusion model's guidance and sampling steps), all checked
+family's generation options (e.g. a diffusion model's guidance and sampling steps), for a text
+VAE's interpolation batch its two sentences (item i of n decodes the point i / (n - 1) of the
+way from the first to the second, `LatentPoint`), all checked
 against the model so a bad request fails here and not in a shard. The batch id is a hash of all
 of that, so a rerun of the same request finds its working parts or its published batch instead
 of making a second one; a request without labels or options has the id it always had.
@@ -30,7 +32,7 @@ from aigc_core.evaluation.evaluator import load_or_train_evaluator
 from aigc_core.families.base import Family
 from aigc_core.generation.labels import LabelsError, parse_labels
 from aigc_core.generation.shards import Shard, plan_shards
-from aigc_core.generation.text_options import TextSampling, load_prompts
+from aigc_core.generation.text_options import LatentPoint, TextSampling, load_prompts
 from aigc_core.models.io import CONFIG, read_config
 from aigc_core.paths import Home
 from aigc_core.stages import ModelVersion
@@ -46,7 +48,8 @@ class BatchPlan:
     `policy` holds the one section of the policy file that applies ({"image": {...}} or
     {"text": {...}}); `sampling`, `prompts` and `prompt_file` are for text batches only,
     `labels` (the pattern of classes asked; empty: none) and `options` (generation options,
-    keys of the family's `params_example`) for image batches only."""
+    keys of the family's `params_example`) for image batches only; `interpolate` (two
+    sentences; empty: none) for a text VAE's interpolation batch only."""
 
     batch_id: str
     kind: str  # "image" or "text": what shards generate and how items are curated
@@ -69,6 +72,7 @@ class BatchPlan:
     prompt_file: str | None = None
     labels: tuple[int, ...] = ()
     options: Mapping[str, Any] | None = None
+    interpolate: tuple[str, ...] = ()
 
     @property
     def lineage(self) -> dict[str, str]:
@@ -76,7 +80,11 @@ class BatchPlan:
         return {k: getattr(self, k) for k in LINEAGE}
 
     def item_prompt(self, index: int) -> str:
-        """The prompt of item `index`: the prompts in turn, or empty (a new document)."""
+        """The prompt of item `index`: the prompts in turn, or empty (a new document); in an
+        interpolation batch, its point on the path (a `LatentPoint`)."""
+        if self.interpolate:
+            a, b = self.interpolate
+            return LatentPoint(a, b, index / max(1, self.n - 1))
         return self.prompts[index % len(self.prompts)] if self.prompts else ""
 
     def item_label(self, index: int) -> int | None:
@@ -123,6 +131,7 @@ def make_plan(
     sampling: Mapping[str, Any] | None = None,
     labels: str | Sequence[int] | None = None,
     options: Mapping[str, Any] | None = None,
+    interpolate: Sequence[str] | None = None,
 ) -> BatchPlan:
     """Plan a batch of `n` items from `version` in `shards` shards (None: one per 4,096 items).
 
@@ -137,7 +146,8 @@ def make_plan(
     classes, checked against the model's classes (`num_classes` of its saved config; none:
     unconditional, which takes no labels): `LabelsError`. `options` (images): generation
     options by name, each a key of the family's `params_example` with a value of its type
-    (None: the model's default); another name is a ValueError."""
+    (None: the model's default); another name is a ValueError. `interpolate` (text VAEs): two
+    sentences; the batch's `n` items are the path between them (`n` >= 2; no prompt file)."""
     fetch_model = functools.cache(fetch_model)  # called at most once
     family = family_of(version, fetch_model)
     kind = family.kind
@@ -156,6 +166,8 @@ def make_plan(
             f"{model} generates {kind}, and class labels and image generation options "
             f"({given}) apply to image models; drop them"
         )
+    if interpolate:
+        check_interpolation_request(interpolate, n, prompt_file, kind, model)
     chosen_options = check_options(family, options, model) if kind == "image" else {}
     snapshot_id = version.tag("snapshot_id")
     if not snapshot_id:
@@ -199,7 +211,12 @@ def make_plan(
             raise ValueError(f"sampling options: {e}") from None
         prompts = load_prompts(prompt_file) if prompt_file is not None else []
         model_dir = fetch_model()
-        check_text_request(cache.generator(family.name, model_dir), prompts, chosen, prompt_file)
+        generator = cache.generator(family.name, model_dir)
+        if interpolate:
+            check_interpolation_model(generator, family, model)
+            prompts = [LatentPoint(*interpolate, t) for t in (0.0, 1.0)]  # checked, not kept
+        check_text_request(generator, prompts, chosen, prompt_file)
+        prompts = [] if interpolate else prompts
         chosen_policy = {"text": policy.text.to_dict()}
         text = {"sampling": chosen.to_dict(), "prompts": tuple(prompts), "prompt_file": prompt_file}
         key.update(
@@ -208,6 +225,9 @@ def make_plan(
             sampling=text["sampling"],
             prompts=hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
         )
+        if interpolate:  # only then: other batches keep the ids they always had
+            key["interpolate"] = list(interpolate)
+            text["interpolate"] = tuple(interpolate)
     batch_id = names.batch_id(batch_key_id(key))
     batch_dir = names.inside(home.content, home.content / batch_id)
     return BatchPlan(
@@ -318,3 +338,30 @@ def check_text_request(
         except ValueError as e:
             where = f"prompt {i + 1} of {prompt_file} ({p[:40]!r})" if prompt_file else "prompts"
             raise ValueError(f"{where}: {e}") from None
+
+
+def check_interpolation_request(
+    interpolate: Sequence[str], n: int, prompt_file: str | None, kind: str, model: str
+) -> None:
+    """Fail before the model is read: an interpolation asks for two sentences, of a text
+    model, a path of at least 2 items, and no prompts."""
+    if kind != "text":
+        raise ValueError(f"{model} generates {kind}; --interpolate applies to text VAEs: drop it")
+    if len(interpolate) != 2 or not all(isinstance(s, str) and s for s in interpolate):
+        raise ValueError(f"--interpolate takes two non-empty sentences, got {list(interpolate)!r}")
+    if prompt_file is not None:
+        raise ValueError(
+            "--interpolate decodes the path between its two sentences and takes no prompts: "
+            "drop --prompt-file"
+        )
+    if n < 2:
+        raise ValueError(f"--steps must be >= 2 (both ends of the path), got {n}")
+
+
+def check_interpolation_model(generator, family: Family, model: str) -> None:
+    """Only a model with a latent space (a generator with `interpolate`) interpolates."""
+    if not callable(getattr(generator, "interpolate", None)):
+        raise ValueError(
+            f"{model} is a {family.name} model, which has no latent space to interpolate in: "
+            "--interpolate needs a text VAE (the textvae family)"
+        )

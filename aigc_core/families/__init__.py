@@ -25,7 +25,14 @@ if TYPE_CHECKING:  # importing the package stays cheap (no torch): the CLI reads
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "aigc.families"
-BUILTIN = ("dcgan", "vae", "charlstm", "transformer", "diffusion")  # modules with a FAMILY
+BUILTIN = (
+    "dcgan",
+    "vae",
+    "charlstm",
+    "transformer",
+    "diffusion",
+    "textvae",
+)  # modules with a FAMILY
 
 
 @functools.cache

@@ -212,3 +212,35 @@ def request_options(params: Mapping[str, Any] | None) -> dict[str, Any]:
     for name, value in given.items():
         out[name] = request_option(name, value)
     return out
+
+
+class LatentPoint(str):
+    """The prompt of one item of an interpolation batch (`aigc generate --interpolate A B
+    --steps K`): a point a fraction `t` of the way from sentence `a` to sentence `b` in a text
+    VAE's latent space. As a string it reads "A -> B @ t" (what the batch's prompt column and
+    report show); a generator with `interpolate` (the text VAE's) decodes it from the point
+    between the two posterior means instead of continuing it. Plain values: it travels with a
+    plan."""
+
+    a: str
+    b: str
+    t: float
+
+    def __new__(cls, a: str, b: str, t: float) -> LatentPoint:
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(
+                f"an interpolation point lies in [0, 1] between the sentences, got {t}"
+            )
+        obj = super().__new__(cls, f"{a} -> {b} @ {t:.3f}")
+        obj.a, obj.b, obj.t = a, b, float(t)
+        return obj
+
+    def __reduce__(self):
+        return (LatentPoint, (self.a, self.b, self.t))
+
+
+def interpolation_points(a: str, b: str, steps: int) -> list[LatentPoint]:
+    """`steps` >= 2 points from `a` (t = 0) to `b` (t = 1), evenly spaced."""
+    if steps < 2:
+        raise ValueError(f"--steps must be >= 2 (both ends of the path), got {steps}")
+    return [LatentPoint(a, b, i / (steps - 1)) for i in range(steps)]

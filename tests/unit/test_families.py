@@ -18,6 +18,7 @@ from aigc_core.families import images
 from aigc_core.families.base import Family, TrainData
 from aigc_core.generation.images import ImageGenerator
 from aigc_core.generation.text import TextGenerator
+from aigc_core.generation.textvae import TextVAEGenerator
 from aigc_core.models.io import save_model
 from aigc_core.training import engine
 
@@ -127,9 +128,16 @@ def plugins(tmp_path, monkeypatch):
 
 def test_the_built_in_families_and_their_gates():
     found = families.available()
-    assert list(found)[:5] == ["dcgan", "vae", "charlstm", "transformer", "diffusion"]
+    assert list(found)[:6] == ["dcgan", "vae", "charlstm", "transformer", "diffusion", "textvae"]
     assert families.family_names("image")[:3] == ["dcgan", "vae", "diffusion"]
-    assert families.family_names("text")[:2] == ["charlstm", "transformer"]
+    assert families.family_names("text")[:3] == ["charlstm", "transformer", "textvae"]
+    assert families.get("textvae").policy.gate_metrics == [
+        "neg_elbo_per_char",
+        "active_units",
+        "kl",
+        "distinct_2",
+        "novelty",
+    ]
     assert families.get("dcgan").policy.gate_metrics == [
         "fid",
         "evaluator_accuracy",
@@ -172,7 +180,15 @@ def test_an_unknown_family_is_a_clear_error():
 def test_plugins_are_found_through_entry_points_and_broken_ones_are_reported(plugins, caplog):
     with caplog.at_level(logging.WARNING, logger="aigc_core.families"):
         found = families.available()
-    assert list(found) == ["dcgan", "vae", "charlstm", "transformer", "diffusion", "mlp"]
+    assert list(found) == [
+        "dcgan",
+        "vae",
+        "charlstm",
+        "transformer",
+        "diffusion",
+        "textvae",
+        "mlp",
+    ]
     assert families.get("mlp").kind == "image" and "mlp" in families.family_names("image")
     assert families.get("dcgan").name == "dcgan"  # the built-in, not the impostor
     log = caplog.text
@@ -246,7 +262,8 @@ def test_every_built_in_family_trains_saves_loads_and_predicts(tmp_path, name):
     assert config["family"] == name and not module.training
     paths = save_model(tmp_path / "model", module, config)
     gen = family.load_generator(paths["weights"], paths["config"])
-    assert isinstance(gen, ImageGenerator if family.kind == "image" else TextGenerator)
+    text_generators = (TextGenerator, TextVAEGenerator)
+    assert isinstance(gen, ImageGenerator if family.kind == "image" else text_generators)
     for a, b in zip(module.state_dict().values(), gen.module.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     request = pd.DataFrame(family.input_example)
@@ -255,8 +272,12 @@ def test_every_built_in_family_trains_saves_loads_and_predicts(tmp_path, name):
         assert len(out) == family.input_example["n"][0] and "png_base64" in out.columns
     else:
         wanted = family.params_example["max_new_tokens"]
-        assert len(out) == 1 and len(out["text"].iloc[0]) == wanted
-        assert out["finish_reason"].iloc[0] == "length"
+        text, reason = out["text"].iloc[0], out["finish_reason"].iloc[0]
+        if isinstance(gen, TextVAEGenerator):  # a sentence ends (EOS) or stops at max_len
+            assert len(out) == 1 and len(text) <= min(wanted, gen.model.cfg.max_len + 1)
+            assert reason in ("eos", "length")
+        else:
+            assert len(out) == 1 and len(text) == wanted and reason == "length"
     # warm start: the saved module fills the job's served part
     warm = engine.train_model(
         family,
@@ -295,6 +316,7 @@ def test_the_families_command_lists_built_ins_and_plugins(plugins):
         "charlstm",
         "transformer",
         "diffusion",
+        "textvae",
         "mlp",
     ]
     assert listed[0] == families.get("dcgan").to_dict()
