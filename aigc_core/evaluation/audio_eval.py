@@ -16,6 +16,11 @@ confidence (measured on `notes`), which would make "recognized" mean nothing for
 generator. So the network has a (K+1)-th output trained on junk made on the fly (`_junk`: white
 and brown noise, clicks, and mixtures of two real clips of different classes), and `embed`
 returns the K real classes' probabilities out of the K+1: junk gets a low top-class confidence.
+Real clips are trained with added white noise too (`_with_noise`: half of them, at 6 to 40 dB
+SNR), keeping their class: a note whose pitch is plain to hear under a noise floor is that
+note. Without it the "none" output learned "any noise at all": real `notes` clips at 20 dB SNR
+were recognized 1.5% of the time (all still argmax-correct), and a GAN's clips, which always
+carry some noise, never.
 
 Scores of a generator (`audio_metrics`):
 - `fad`: Fréchet distance between Gaussians fitted to the evaluator features of generated clips
@@ -79,6 +84,7 @@ RECOGNIZED_CONFIDENCE = 0.9
 PR_K = 3
 SAMPLES_SHOWN = 16  # spectrograms in spectrograms.png
 MIN_STEPS = 200  # evaluator training steps, at least
+NOISE_SNR_DB = (6.0, 40.0)  # real clips are also trained with white noise at these SNRs
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,18 @@ def _junk(x: torch.Tensor, y: torch.Tensor, n: int, gen: torch.Generator) -> tor
     return out / out.abs().amax(1, keepdim=True).clamp_min(1e-6) * level
 
 
+def _with_noise(x: torch.Tensor, gen: torch.Generator, share: float = 0.5) -> torch.Tensor:
+    """`share` of the clips (B, L) with white noise added at a random SNR in
+    [NOISE_SNR_DB[0], NOISE_SNR_DB[1]] dB of each clip's own power; the rest unchanged."""
+    b = x.shape[0]
+    lo, hi = NOISE_SNR_DB
+    snr = lo + (hi - lo) * torch.rand(b, 1, generator=gen)
+    power = x.pow(2).mean(1, keepdim=True)
+    noise = torch.randn(x.shape, generator=gen) * (power / 10 ** (snr / 10)).sqrt()
+    chosen = torch.rand(b, 1, generator=gen) < share
+    return torch.where(chosen, x + noise, x)
+
+
 def _random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: int) -> torch.Tensor:
     """Each clip (B, L) delayed or advanced by up to max_shift samples, zero-filled."""
     b, length = x.shape
@@ -211,7 +229,7 @@ def train_audio_classifier(
         idx = torch.randint(len(x_tr), (batch_size,), generator=gen)
         xb, yb = x_tr[idx], y_tr[idx]
         junk = _junk(xb, yb, batch_size // 4, gen)
-        xb = _random_shift(torch.cat([xb, junk]), gen, cfg.length // 8)
+        xb = _random_shift(torch.cat([_with_noise(xb, gen), junk]), gen, cfg.length // 8)
         yb = torch.cat([yb, torch.full((len(junk),), cfg.num_classes)])  # K: none of these
         loss = nn.functional.cross_entropy(model(xb), yb)
         opt.zero_grad(set_to_none=True)
