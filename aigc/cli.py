@@ -215,7 +215,7 @@ def usage_errors() -> Iterator[None]:
 
 MODEL_FAMILY_HELP = (
     "Model family: dcgan, vae or diffusion (images), charlstm, transformer or textvae (text), "
-    "or a plugin's (`aigc families`)."
+    "wavegan (audio), or a plugin's (`aigc families`)."
 )
 CONFIG_OPTION_HELP = (
     "Settings file (YAML or JSON) with sections model, train, curation (`aigc config schema`)."
@@ -240,10 +240,12 @@ def run(
     dataset: str = typer.Option(
         None,
         help="Dataset name: built-in (default digits for image models, python-docs for text "
-        "models), or the name for --path.",
+        "models, notes for audio models), or the name for --path.",
     ),
     path: Path = typer.Option(
-        None, help="Files of a user dataset (IDX, image folder, or text files for text models)."
+        None,
+        help="Files of a user dataset (IDX, image folder, text files for text models, a folder "
+        "of WAV/FLAC files for audio models).",
     ),
     init_from: str = typer.Option(
         None, help="Warm start, e.g. models:/aigc-dcgan-digits@champion (nightly fine-tuning)."
@@ -267,8 +269,8 @@ def run(
         None,
         min=0.0,
         max=1.0,
-        help="Curation: keep images the evaluator recognizes with at least this confidence "
-        "(wins over curation.image.min_confidence; default 0.9).",
+        help="Curation: keep images or clips the evaluator recognizes with at least this "
+        "confidence (wins over curation.image/audio.min_confidence; default 0.9).",
     ),
     home: Path = typer.Option(
         None, envvar="AIGC_HOME", help="Where snapshots, MLflow and content go (default ./.aigc)."
@@ -300,6 +302,8 @@ def run(
     image = summary["batch_kind"] == "image"
     if image:
         quality = ("fid", "fid_floor", "evaluator_accuracy")
+    elif summary["batch_kind"] == "audio":  # FAD beside its real-vs-real floor
+        quality = ("fad", "fad_floor", "evaluator_accuracy", "recognized_fraction")
     else:  # the family's gate: its primary metric and floors (bits per char; a VAE's ELBO, KL)
         from aigc_core import families
 
@@ -333,7 +337,7 @@ def run(
     out.print(f"review report: {batch / 'report.html'}")
 
 
-DEFAULT_DATASET = {"image": "digits", "text": "python-docs"}  # by the family's kind
+DEFAULT_DATASET = {"image": "digits", "text": "python-docs", "audio": "notes"}  # by kind
 
 
 @dataclasses.dataclass(frozen=True)

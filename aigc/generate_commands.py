@@ -84,15 +84,15 @@ def generate(
     labels: str = typer.Option(
         None,
         "--labels",
-        help="Conditional image models: the classes to draw: 7 (all 7s), 3,7 (in turn), or a "
-        "mix 3:0.7,7:0.3. Curation rejects items the evaluator reads as another class "
-        "(wrong_class).",
+        help="Conditional image and audio models: the classes to draw: 7 (all 7s), 3,7 (in "
+        "turn), or a mix 3:0.7,7:0.3. Curation rejects items the evaluator reads as another "
+        "class (wrong_class).",
     ),
     labels_file: Path = typer.Option(
         None,
         "--labels-file",
-        help="Conditional image models: a file of labels (one or more per line, as --labels; "
-        "# comments), taken in turn.",
+        help="Conditional image and audio models: a file of labels (one or more per line, as "
+        "--labels; # comments), taken in turn.",
     ),
     guidance: float = typer.Option(
         None,

@@ -155,7 +155,8 @@ def model_request(
     asks of it, as the batch plan (`aigc_core.content.plan.make_plan`) checks it and in its
     words, but from the registry and the family catalog (no torch, no MLflow, no model files):
 
-    - class labels and generation options of a text model: none taken;
+    - class labels and generation options of a text model: none taken (an audio model takes
+      labels, and of the options those its family's `params` name: none);
     - a generation option (`options`: name -> value, None not given) its family does not take:
       the family's request options are its catalog entry's `params`;
     - labels (`spec`, or the file's) asked of an unconditional model or out of its classes: the
@@ -178,11 +179,11 @@ def model_request(
         return
     model = f"model {name} version {version}"
     asked = spec is not None or labels_file is not None
-    if entry["kind"] != "image":  # text: a family's kind is one of the two
+    if entry["kind"] == "text":  # an audio model takes labels, as an image model does
         flags = ", ".join(["--labels"] * asked + [_flag(k) for k in given])
         raise ValueError(
             f"{model} generates {entry['kind']}, and class labels and image generation "
-            f"options ({flags}) apply to image models; drop them"
+            f"options ({flags}) apply to image models (labels to audio models too); drop them"
         )
     if "params" in entry:
         takes = [k for k in entry["params"] if k != "labels"]

@@ -6,7 +6,9 @@ Clips are mono, a batch is (N, L): float samples in [-1, 1], or int16 PCM (read 
 torch) computes them exactly as curation does; `log_mel` is torch (the evaluator runs it on
 batches); soundfile is imported only when WAV bytes are written.
 
-Definitions (the contract and curation use the same):
+Definitions (the data contract, `data_contracts.audio`, and curation both call these; each
+passes its own thresholds: the contract judges silence per 32 ms frame at -60 dBFS and clipping
+at int16 full scale, curation uses the defaults here):
 - `peak`: max |x| of each clip;
 - `silence_fraction`: the share of a clip's frames (`SILENCE_FRAME` samples, not overlapping,
   a last partial frame dropped) whose RMS is below `threshold_db` dBFS (-50 dB: 0.0032 of full

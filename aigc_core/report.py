@@ -1,9 +1,12 @@
 """A static HTML review report of a content batch: one self-contained file, no server, no network.
 
-Images (contact sheets and item thumbnails) are inlined as data: URIs, so the file can be mailed
-or opened from disk. Two tabs (pure CSS radio buttons) show kept and rejected items: first a
-contact sheet (image batches), then one card per item with its scores and all of its rejection
-reasons: a thumbnail for an image, the prompt (highlighted) and the generated text for a text.
+Images (contact sheets, item thumbnails, spectrograms) and sounds (audio items' WAV files) are
+inlined as data: URIs, so the file can be mailed or opened from disk. Two tabs (pure CSS radio
+buttons) show kept and rejected items: first a contact sheet (image batches), then one card per
+item with its scores and all of its rejection reasons: a thumbnail for an image, the prompt
+(highlighted) and the generated text for a text, a player (`<audio controls>`) and a log-mel
+spectrogram at its own size for an audio clip. At most `max_cards` cards per tab (300; an audio
+batch's report asks for fewer, `content.publish.AUDIO_CARDS`) bound the file's size.
 The kept tab opens first, or the rejected one when nothing was kept; an empty kept tab says
 which reasons rejected everything.
 
@@ -36,6 +39,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from aigc_core.atomic import write_bytes_atomic
 
+MAX_CARDS = 300  # cards per tab, at most
 RUN_KEYS = ("run_id", "batch_run_id")  # summary keys that hold MLflow run ids
 MODEL_KEYS = ("model_name", "model_version")  # the summary keys of a registered model version
 
@@ -53,6 +57,7 @@ class ReportItem:
     png: bytes | None = None  # image items
     text: str | None = None  # text items: the generated text
     prompt: str | None = None  # text items: what the text continues (shown in bold before it)
+    wav: bytes | None = None  # audio items: the clip as a WAV file (`png`: its spectrogram)
 
 
 _CSS = """
@@ -81,6 +86,9 @@ img.sheet{image-rendering:pixelated;max-width:100%;border:1px solid #ddd}
 .card{border:1px solid #ddd;border-radius:6px;padding:6px;width:150px;background:#fff;
   font-size:11px}
 .card.text{width:320px}
+.card.audio{width:210px}
+.card.audio img{width:auto;height:auto;max-width:100%;image-rendering:auto}
+.card audio{width:100%;height:32px;display:block;margin:0 0 4px}
 .card img{width:84px;height:84px;image-rendering:pixelated;display:block;margin:0 auto 4px}
 .card pre{white-space:pre-wrap;font-size:12px;margin:0 0 4px;max-height:160px;overflow:auto}
 .card .id{color:#888;word-break:break-all}
@@ -166,8 +174,8 @@ _JS = """
 """
 
 
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+def _data_uri(data: bytes, media_type: str = "image/png") -> str:
+    return f"data:{media_type};base64," + base64.b64encode(data).decode("ascii")
 
 
 def _fmt(v: object) -> str:
@@ -247,7 +255,12 @@ def _card(item: ReportItem, index: int) -> str:
     esc = html.escape
     body = []
     if item.png is not None:
-        body.append(f'<img alt="{esc(item.id)}" src="{_data_uri(item.png)}">')
+        what = f"spectrogram of {item.id}" if item.wav is not None else item.id
+        body.append(f'<img alt="{esc(what)}" src="{_data_uri(item.png)}">')
+    if item.wav is not None:
+        body.append(
+            f'<audio controls preload="metadata" src="{_data_uri(item.wav, "audio/wav")}"></audio>'
+        )
     if item.text is not None:
         prompt = f'<b class="prompt">{esc(item.prompt)}</b>' if item.prompt else ""
         body.append(f"<pre>{prompt}{esc(item.text)}</pre>")
@@ -256,7 +269,7 @@ def _card(item: ReportItem, index: int) -> str:
         "<div>" + " · ".join(f"{esc(k)} {esc(_fmt(v))}" for k, v in item.scores.items()) + "</div>"
     )
     body.extend(f'<span class="reason">{esc(r)}</span>' for r in item.reasons)
-    kind = "text" if item.text is not None else "image"
+    kind = "text" if item.text is not None else "audio" if item.wav is not None else "image"
     numbers = {k: _number(v) for k, v in item.scores.items()}
     data = (
         f' data-i="{index}" data-reasons="{esc(";".join(item.reasons))}"'
@@ -272,7 +285,7 @@ def reason_counts(items: Sequence[ReportItem]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _shown(items: Sequence[ReportItem], max_cards: int) -> list[ReportItem]:
+def shown_items(items: Sequence[ReportItem], max_cards: int) -> list[ReportItem]:
     """The items that get a card: all of them when they fit, else up to `max_cards` taken from
     each reason in turn (its earliest items first), so filtering by any reason shows some;
     in batch order."""
@@ -366,7 +379,7 @@ def _panel(
             f'src="{_data_uri(sheet)}">'
         )
     if items:
-        shown = _shown(items, max_cards)
+        shown = shown_items(items, max_cards)
         if len(shown) == len(items):
             note = ""
         elif shown == list(items[: len(shown)]):
@@ -423,7 +436,7 @@ def render_report(
     summary: dict[str, object],
     items: Sequence[ReportItem],
     sheets: dict[str, bytes] | None = None,
-    max_cards: int = 300,
+    max_cards: int = MAX_CARDS,
     mlflow_url: str = "",
     mlflow_experiment_id: str = "",
     labels: Sequence[Mapping[str, object]] = (),

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from aigc_core import audio
 from aigc_core.data.snapshot import pcm_values
 from data_contracts.common import CRITICAL, SPLITS, WARNING, guards, in_both_splits
 
@@ -27,6 +28,7 @@ MAX_SILENT_FRACTION = 0.5  # a clip more than half silent is "mostly silence"
 MAX_MOSTLY_SILENT = 0.1  # ... and at most 10% of the clips may be (blocking)
 MIN_PEAK_DBFS = -40.0  # a quieter clip is reported
 MAX_CLIPPED_FRACTION = 0.001  # samples at full scale: more than 0.1% of a clip is clipping
+CLIPPED_LEVEL = (FULL_SCALE - 1) / FULL_SCALE  # at full scale: int16 32767 or -32768
 MAX_DC_OFFSET = 0.02  # |mean| as a fraction of full scale
 MIN_FAIR_SHARE = 0.2  # a class with under a fifth of its fair share (1/K) is reported
 MAX_DUPLICATE_RATIO = 0.1  # a few repeated clips are tolerated (and warned about)
@@ -34,24 +36,19 @@ BLOCK_ROWS = 1024  # clips profiled at once: bounds the float temporaries
 
 
 def _levels(pcm: np.ndarray, frame: int) -> dict[str, np.ndarray]:
-    """Per-clip peak (dBFS), silent-frame fraction, clipped fraction and DC offset of (N, L)
-    int16 clips, computed in blocks of BLOCK_ROWS clips."""
-    n, length = pcm.shape
-    frame = max(1, min(frame, length))
-    frames = length // frame
+    """Per-clip peak (dBFS), silent-frame fraction, clipped fraction and |DC offset| of (N, L)
+    int16 clips, by the definitions curation uses (`aigc_core.audio`) with this contract's
+    thresholds, computed in blocks of BLOCK_ROWS clips."""
+    n = len(pcm)
     out = {k: np.zeros(n) for k in ("peak_dbfs", "silent_fraction", "clipped_fraction", "dc")}
-    floor = FULL_SCALE * 10.0 ** (SILENCE_DBFS / 20.0)
     for start in range(0, n, BLOCK_ROWS):
-        block = pcm[start : start + BLOCK_ROWS].astype(np.float32)  # (B, L)
+        block = audio.as_float(pcm[start : start + BLOCK_ROWS])  # (B, L) float32, converted once
         rows = slice(start, start + len(block))
-        peak = np.abs(block).max(axis=1) if length else np.zeros(len(block))
         with np.errstate(divide="ignore"):
-            out["peak_dbfs"][rows] = np.maximum(20.0 * np.log10(peak / FULL_SCALE), -120.0)
-        framed = block[:, : frames * frame].reshape(len(block), frames, frame)
-        rms = np.sqrt(np.mean(np.square(framed, dtype=np.float64), axis=2))  # (B, frames)
-        out["silent_fraction"][rows] = (rms < floor).mean(axis=1) if frames else 1.0
-        out["clipped_fraction"][rows] = (np.abs(block) >= FULL_SCALE - 1).mean(axis=1)
-        out["dc"][rows] = np.abs(block.mean(axis=1, dtype=np.float64)) / FULL_SCALE
+            out["peak_dbfs"][rows] = np.maximum(20.0 * np.log10(audio.peak(block)), -120.0)
+        out["silent_fraction"][rows] = audio.silence_fraction(block, SILENCE_DBFS, frame)
+        out["clipped_fraction"][rows] = audio.clipping_fraction(block, CLIPPED_LEVEL)
+        out["dc"][rows] = np.abs(audio.dc_offset(block))
     return out
 
 
@@ -60,7 +57,7 @@ def profile(table: pa.Table) -> pd.DataFrame:
     pcm = pcm_values(table.column("pcm"))
     rates = table.column("sample_rate").to_numpy(zero_copy_only=False)
     rate = int(np.median(rates)) if len(rates) else 0
-    levels = _levels(pcm, round(FRAME_SECONDS * rate) if rate > 0 else 256)
+    levels = _levels(pcm, max(1, round(FRAME_SECONDS * rate)) if rate > 0 else 256)
     ids, splits = table.column("id").to_pandas(), table.column("split").to_pandas()
     labels = table.column("label").to_pandas()
     share = labels.map(labels.value_counts(normalize=True)).astype("float64")

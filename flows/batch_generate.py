@@ -5,7 +5,8 @@ turn, a mix "3:0.7,7:0.3", or `labels_file`, one spec a line), which curation ch
 evaluator sees; a diffusion model under its `guidance` and `sampling_steps` (other families
 refuse them). Text models continue the prompts of `prompt_file` (one per line; none: new
 documents) under the sampling options (temperature, top_k, top_p, max_new_tokens, stop), which
-image models refuse.
+image and audio models refuse. Audio models (WaveGAN) make clips, stored as WAV files; a
+conditional one the classes `labels` asks for, as for images.
 
 The batch is the `content-batch` subflow. Its shards are mapped as Prefect tasks: in-process
 one after another (torch already uses every core), or, with a Dask scheduler address or a local
@@ -50,7 +51,7 @@ def batch_generate(
 ) -> dict:
     """Sampling options left None take the text defaults (`TextSampling`,
     aigc_core.generation.text_options); guidance and sampling_steps left None, the model's own.
-    labels / labels_file: the classes asked of a conditional image model (not both).
+    labels / labels_file: the classes asked of a conditional image or audio model (not both).
     dask_address / dask_local: run the shards on that Dask scheduler, or on a local Dask
     cluster of that many worker processes (default: in-process)."""
     model = names.model_ref(model)  # a bad name fails the run before anything starts

@@ -40,11 +40,12 @@ def content_batch(
     """A curated batch of `n` items from the registered model `model_ref` (NAME, NAME@ALIAS or
     NAME/VERSION). `policy` (the policy file's format) overrides `policy_file`; `prompt_file`
     and `sampling` (TextSampling fields) are for text models; `labels` (a spec such as "7",
-    "3,7" or "3:0.7,7:0.3") or `labels_file` name the classes asked of a conditional image
-    model, `options` its family's generation options. The batch's MLflow run nests under
-    `parent_run_id` (the pipeline run) when given."""
-    # 1. plan: the model version, per-shard seeds, the policy; the evaluator (images) made
-    #    ready once and the classes and options asked checked against the model, or the
+    "3,7" or "3:0.7,7:0.3") or `labels_file` name the classes asked of a conditional image or
+    audio model, `options` an image family's generation options. An audio model's batch holds
+    WAV files, and its report a player and a spectrogram per clip. The batch's MLflow run
+    nests under `parent_run_id` (the pipeline run) when given."""
+    # 1. plan: the model version, per-shard seeds, the policy; the evaluator (images, audio)
+    #    made ready once and the classes and options asked checked against the model, or the
     #    prompts and sampling options (text) checked against the model
     plan = plan_batch(
         model_ref, n, shards, seed, home, policy_file, prompt_file, policy=policy,

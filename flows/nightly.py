@@ -54,15 +54,16 @@ def nightly_retrain(
     compress: bool = False,
 ) -> dict:
     """family: dcgan or vae (images), charlstm or transformer (text, e.g. with
-    dataset="python-docs"), or an installed plugin's; path: files of a user dataset (else the
-    built-in `dataset`); init_from: warm start, e.g. models:/aigc-dcgan-digits@champion for
-    nightly fine-tuning (a warm-started night always trains). config: settings overrides in
-    the config file's format, {"model": {...}, "train": {...}, "curation": {...}} (see `aigc
-    config schema`); min_confidence (images) overrides curation.image.min_confidence. force:
-    train even when a version with this snapshot, config and code exists. The run ends with a
-    batch of the family's kind: images, or new text documents (default sampling options), and,
-    with `compress` (off by default), the champion's compressed version (reused when the
-    champion was compressed before)."""
+    dataset="python-docs"), wavegan (audio, e.g. with dataset="notes"), or an installed
+    plugin's; path: files of a user dataset (else the built-in `dataset`); init_from: warm
+    start, e.g. models:/aigc-dcgan-digits@champion for nightly fine-tuning (a warm-started
+    night always trains). config: settings overrides in the config file's format, {"model":
+    {...}, "train": {...}, "curation": {...}} (see `aigc config schema`); min_confidence
+    (images, audio) overrides the family's kind's curation.<kind>.min_confidence. force: train
+    even when a version with this snapshot, config and code exists. The run ends with a batch
+    of the family's kind: images, new text documents (default sampling options) or audio
+    clips, and, with `compress` (off by default), the champion's compressed version (reused
+    when the champion was compressed before)."""
     # bad names and settings fail the run before anything starts
     dataset = names.dataset(dataset)
     resolved = settings.resolve(families.get(family), preset, config)
@@ -114,11 +115,13 @@ def _night(
         registered, scores, decision = done
         device = None
 
-    # 7-8. content: a batch from the champion (images or texts), shard by shard, scored and
-    #      filtered by the curation policy (the config's, with min_confidence on top)
+    # 7-8. content: a batch from the champion (images, texts or clips), shard by shard, scored
+    #      and filtered by the curation policy (the config's, with min_confidence on top for a
+    #      kind whose curation has an evaluator confidence: images, audio)
     policy = resolved.policy.to_dict()
-    if min_confidence is not None:
-        policy["image"]["min_confidence"] = min_confidence
+    section = policy.get(families.get(family).kind, {})
+    if min_confidence is not None and "min_confidence" in section:
+        section["min_confidence"] = min_confidence
     batch = content_batch(
         f"{model_name}@champion", n_generate, None, seed, home, policy=policy,
         parent_run_id=pipeline,

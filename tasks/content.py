@@ -37,12 +37,13 @@ def plan_batch(
     interpolate: list[str] | None = None,
 ) -> BatchPlan:
     """Resolve the model version, fix shard seeds and the policy; prepare the evaluator
-    (images) or read the prompts and check them and the sampling options (text).
+    (images, audio: the snapshot's audio evaluator, against whose clip length and rate the
+    model's are checked) or read the prompts and check them and the sampling options (text).
     `policy` (a dict in the policy file's format) is used instead of `policy_file` when given;
     `sampling`: max_new_tokens, temperature, top_k, top_p, stop (text models only);
     `labels` (a spec: "7", "3,7", "3:0.7,7:0.3") or `labels_file` (one spec a line): the
-    classes asked of a conditional image model; `options`: its family's generation options
-    (e.g. guidance, sampling_steps)."""
+    classes asked of a conditional image or audio model; `options`: its family's generation
+    options (e.g. guidance, sampling_steps)."""
     if labels and labels_file:
         raise ValueError("give either labels or a labels file, not both")
     chosen = Policy.from_dict(policy) if policy is not None else load_policy(policy_file)

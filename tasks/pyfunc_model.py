@@ -6,7 +6,8 @@ the family); the family rebuilds its generator from them, so loading never unpic
 and `predict` is the generator's: the request and response columns, and the request's `params`
 (a text model's sampling options; MLflow has checked them against the signature's params schema
 and filled in the defaults), are the family kind's (see
-`aigc_core.generation.images.ImageGenerator` and `aigc_core.generation.text.TextGenerator`).
+`aigc_core.generation.images.ImageGenerator`, `aigc_core.generation.text.TextGenerator` and
+`aigc_core.generation.audio.AudioGenerator`, which answers base64 WAV rows).
 A request the generator refuses (ValueError: an option out of range, a character outside the
 vocabulary) is MLflow's invalid-parameter error, so the server answers 400 with the message.
 The project code it reaches ships with the model (`aigc_core.serving.environment`).

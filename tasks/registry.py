@@ -1,9 +1,9 @@
 """Tasks of the register and promote stages, and the registry services the CLI calls.
 
 Registering logs the served module as a pyfunc model from code and makes it a new version,
-`challenger`, tagged with its lineage, its classes (`aigc.num_classes`, image models) and gate
-metrics. Promoting is the compare-and-set of `aigc_core.promotion`, acting on the tracker;
-every decision is recorded in the version's tags and in the audit log
+`challenger`, tagged with its lineage, its classes (`aigc.num_classes`, image and audio
+models) and gate metrics. Promoting is the compare-and-set of `aigc_core.promotion`, acting on
+the tracker; every decision is recorded in the version's tags and in the audit log
 (`<home>/registry/audit.jsonl`).
 """
 
@@ -47,8 +47,8 @@ def register(trained: TrainedRun, scores: Scores, home: str) -> RegisteredVersio
             # warm start: the version it was initialised from
             parent_version=trained.parent_version,
             parent_model_uri=trained.parent_model_uri if trained.parent_version else None,
-            # the classes an image model takes (0: unconditional), as the batch plan reads them
-            # from the saved config: `aigc generate` checks --labels against it before starting
+            # the classes an image or audio model takes (0: unconditional), as the batch plan
+            # reads them from the saved config: `aigc generate` checks --labels against it first
             num_classes=num_classes(family, model_dir),
         )
         gate = promotion.gate_tags(scores.metrics, family.policy)
@@ -72,9 +72,9 @@ def log_served_model(tracker: Tracker, family, run_id: str, model_dir: Path) -> 
 
 
 def num_classes(family, model_dir: Path) -> int | None:
-    """The `num_classes` of an image model's saved config (absent: 0, unconditional); None
-    for a text model, which takes no labels whatever its config says."""
-    if family.kind != "image":
+    """The `num_classes` of an image or audio model's saved config (absent: 0,
+    unconditional); None for a text model, which takes no labels whatever its config says."""
+    if family.kind == "text":
         return None
     return int(read_config(Path(model_dir) / CONFIG).get("num_classes") or 0)
 

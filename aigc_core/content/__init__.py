@@ -11,8 +11,12 @@ from everything that determines the content (model version, n, shards, seed, pol
 when given the classes asked of a conditional image model and its generation options), so a
 rerun finds the published batch instead of a second one.
 
-Images and text share this path; the batch's kind (its family's) decides what a shard generates
-and scores, the batch-wide decision and the report's cards. Text items are continuations of
+Images, text and audio share this path; the batch's kind (its family's) decides what a shard
+generates and scores, the batch-wide decision and the report's cards. Audio items are mono
+16-bit PCM WAV files (`wav`), scored a shard at a time for silence, clipping, DC offset, the
+snapshot's audio evaluator (confidence, predicted class) and the nearest training clip, with a
+mel SimHash per clip for the batch-wide near-duplicate decision; their report cards hold a
+player and a spectrogram. Text items are continuations of
 the prompts of a prompt file (item i gets prompt i mod P) or, without one, new documents; each
 item has its own seed, derived from its shard's, so it can be regenerated alone. Text shards
 score each item under the generating model (perplexity) and against the model's training text

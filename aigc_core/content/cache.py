@@ -5,8 +5,8 @@ A batch reads its model from a local folder, `content/.models/<name>-<version>-<
 worker that shares the home load it without asking the registry. The run id in the name keeps a
 re-created model (same name and version, new run) from reusing an old model's files.
 
-Within one process, what shards share (the generator, the evaluator, the training images or
-n-grams) is loaded once under a lock: Dask workers run several shards in turn.
+Within one process, what shards share (the generator, the evaluator, the training images,
+n-grams or clips' mel vectors) is loaded once under a lock: Dask workers run several shards in turn.
 """
 
 from __future__ import annotations

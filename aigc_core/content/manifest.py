@@ -1,7 +1,8 @@
 """The published batch: `manifest.json`'s fields as a frozen record, `Batch`.
 
 The manifest says what the batch is (model version, run, snapshot, seed, shards, policy, for
-text the sampling options and the number of prompts, for images the generation options given),
+text the sampling options and the number of prompts, for images the generation options given,
+for audio the clips' sample rate and the items generated and kept per predicted class),
 what it holds (counts, reasons, items asked and kept per class when classes were asked, one
 entry per Parquet file with its sha256) and where it was made (the MLflow batch run, the
 Prefect flow run). A `Batch` adds what is not in the file: where the batch lies and how many
@@ -37,11 +38,13 @@ MANIFEST_KEYS = (
     "prompt_file",
     "n_prompts",
     "options",
+    "sample_rate",
     "n_generated",
     "n_kept",
     "n_rejected",
     "rejected_by_reason",
     "labels",
+    "predicted_labels",
     "batch_run_id",
     "flow_run_id",
     "files",
@@ -50,6 +53,7 @@ MANIFEST_KEYS = (
 )
 TEXT_ONLY = ("sampling", "prompt_file", "n_prompts")
 WHEN_GIVEN = ("options", "labels")  # only in batches whose request gave them
+AUDIO_ONLY = ("sample_rate", "predicted_labels")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,12 +86,17 @@ class Batch:
     prompt_file: str | None = None  # text only
     n_prompts: int | None = None  # text only
     options: Mapping[str, Any] | None = None  # images: the generation options given
-    # images: items asked and kept per class, {"requested": {"7": 1000}, "kept": {"7": 912}}
+    # images and audio: items asked and kept per class,
+    # {"requested": {"7": 1000}, "kept": {"7": 912}}
     labels: Mapping[str, Mapping[str, int]] | None = None
+    sample_rate: int | None = None  # audio only: Hz of every clip (WAV file) of the batch
+    # audio only: items per class the evaluator predicts, {"generated": {..}, "kept": {..}}
+    predicted_labels: Mapping[str, Mapping[str, int]] | None = None
 
     def manifest(self) -> dict[str, Any]:
         """`manifest.json`'s content."""
         keys = [k for k in MANIFEST_KEYS if self.kind == "text" or k not in TEXT_ONLY]
+        keys = [k for k in keys if self.kind == "audio" or k not in AUDIO_ONLY]
         keys = [k for k in keys if k not in WHEN_GIVEN or getattr(self, k)]
         return {k: getattr(self, k) for k in keys}
 

@@ -2,14 +2,20 @@
 
 `make_plan` takes the resolved model version (the registry lookup is the caller's) and returns
 a `BatchPlan`: the model's family and kind, per-shard seeds, the frozen policy, for text the
-prompts and sampling options, and for images the classes asked of a conditional model (`labels`,
-a pattern: item i asks for `labels[i % len(labels)]`, `aigc_core.generation.labels`) and the
-family's generation options (e.g. a diffusion model's guidance and sampling steps), for a text
-VAE's interpolation batch its two sentences (item i of n decodes the point i / (n - 1) of the
-way from the first to the second, `LatentPoint`), all checked
-against the model so a bad request fails here and not in a shard. The batch id is a hash of all
+prompts and sampling options, for images and audio the classes asked of a conditional model
+(`labels`, a pattern: item i asks for `labels[i % len(labels)]`, `aigc_core.generation.labels`),
+for images the family's generation options (e.g. a diffusion model's guidance and sampling
+steps), for a text VAE's interpolation batch its two sentences (item i of n decodes the point
+i / (n - 1) of the way from the first to the second, `LatentPoint`), all checked against the
+model so a bad request fails here and not in a shard. The batch id is a hash of all
 of that, so a rerun of the same request finds its working parts or its published batch instead
-of making a second one; a request without labels or options has the id it always had.
+of making a second one; a request without labels or options has the id it always had. The id
+hashes only the batch kind's section of the policy, so adding a section (audio) left the ids of
+image and text batches as they were.
+
+Audio batches (kind "audio", e.g. a WaveGAN) get their snapshot's audio evaluator trained here,
+once (`audio_evaluator`), and their generator's clip length and rate checked against the
+snapshot's, so a model that does not fit its snapshot fails here.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from aigc_core.atomic import remove_stale_staging
 from aigc_core.content import cache
 from aigc_core.content.schema import FORMAT_VERSION, LINEAGE
 from aigc_core.curation.policy import Policy
+from aigc_core.data.snapshot import find_snapshot, read_table
 from aigc_core.evaluation.evaluator import load_or_train_evaluator
 from aigc_core.families.base import Family
 from aigc_core.generation.labels import LabelsError, parse_labels
@@ -38,21 +45,22 @@ from aigc_core.paths import Home
 from aigc_core.stages import ModelVersion
 
 DEFAULT_SHARD_SIZE = 4096  # items per shard when the caller does not choose
-KINDS = ("image", "text")  # the kinds a batch is built for: what a shard generates and scores
+KINDS = ("image", "text", "audio")  # the kinds a batch is built for: what a shard makes and scores
 
 
 @dataclass(frozen=True)
 class BatchPlan:
     """A planned batch: plain values only, so it travels to Dask workers (pickled).
 
-    `policy` holds the one section of the policy file that applies ({"image": {...}} or
-    {"text": {...}}); `sampling`, `prompts` and `prompt_file` are for text batches only,
-    `labels` (the pattern of classes asked; empty: none) and `options` (generation options,
-    keys of the family's `params_example`) for image batches only; `interpolate` (two
+    `policy` holds the one section of the policy file that applies ({"image": {...}},
+    {"text": {...}} or {"audio": {...}}); `sampling`, `prompts` and `prompt_file` are for text
+    batches only, `labels` (the pattern of classes asked; empty: none) for image and audio
+    batches, `options` (generation options, keys of the family's `params_example`) for image
+    batches (an audio model takes none); `interpolate` (two
     sentences; empty: none) for a text VAE's interpolation batch only."""
 
     batch_id: str
-    kind: str  # "image" or "text": what shards generate and how items are curated
+    kind: str  # "image", "text" or "audio": what shards generate and how items are curated
     family: str
     model_ref: str  # as the caller gave it, e.g. aigc-dcgan-digits@champion
     model_name: str
@@ -138,11 +146,12 @@ def make_plan(
     `fetch_model()` returns the local folder holding the model's files (see
     `cache.model_files`); it is called at most once, after the request's cheap checks when
     the version names its family. Image batches get their snapshot's evaluator trained here,
-    once, rather than raced for by shards on several workers; text batches read the prompt
-    file and check the prompts and the sampling options (`TextSampling` fields) against the
-    model.
+    once, rather than raced for by shards on several workers, and so do audio batches (the
+    audio evaluator, whose clip length and rate the generator's must be); text batches read the
+    prompt file and check the prompts and the sampling options (`TextSampling` fields) against
+    the model.
 
-    `labels` (images): a spec (`parse_labels`: "7", "3,7", "3:0.7,7:0.3") or a list of
+    `labels` (images and audio): a spec (`parse_labels`: "7", "3,7", "3:0.7,7:0.3") or a list of
     classes, checked against the model's classes (`num_classes` of its saved config; none:
     unconditional, which takes no labels): `LabelsError`. `options` (images): generation
     options by name, each a key of the family's `params_example` with a value of its type
@@ -152,23 +161,23 @@ def make_plan(
     family = family_of(version, fetch_model)
     kind = family.kind
     model = f"model {version.name} version {version.version}"
-    if kind == "image" and (prompt_file is not None or sampling):
+    if kind != "text" and (prompt_file is not None or sampling):
         given = f"--prompt-file {prompt_file}" if prompt_file else ", ".join(sorted(sampling))
         raise ValueError(
-            f"{model} generates images, and prompts and "
+            f"{model} generates {'images' if kind == 'image' else kind}, and prompts and "
             f"sampling options ({given}) apply to text models; drop --prompt-file and the "
             "sampling options"
         )
     asked_labels = labels is not None and (not isinstance(labels, str) or labels.strip() != "")
-    if kind != "image" and (asked_labels or _given(options)):
+    if kind == "text" and (asked_labels or _given(options)):
         given = ", ".join(["--labels"] * asked_labels + [_flag(k) for k in _given(options)])
         raise ValueError(
             f"{model} generates {kind}, and class labels and image generation options "
-            f"({given}) apply to image models; drop them"
+            f"({given}) apply to image models (labels to audio models too); drop them"
         )
     if interpolate:
         check_interpolation_request(interpolate, n, prompt_file, kind, model)
-    chosen_options = check_options(family, options, model) if kind == "image" else {}
+    chosen_options = check_options(family, options, model) if kind != "text" else {}
     snapshot_id = version.tag("snapshot_id")
     if not snapshot_id:
         raise LookupError(
@@ -189,7 +198,7 @@ def make_plan(
         "seed": seed,
     }
     text: dict[str, Any] = {}
-    image: dict[str, Any] = {}
+    drawn: dict[str, Any] = {}  # images and audio: the classes asked, the generation options
     if kind == "image":
         chosen_policy = {"image": policy.image.to_dict()}
         key["policy"] = chosen_policy["image"]  # the key image batches always had
@@ -202,8 +211,21 @@ def make_plan(
         if chosen_options:
             key["options"] = chosen_options
             check_option_values(cache.generator(family.name, model_dir), chosen_options, model)
-        image = {"labels": pattern, "options": chosen_options or None}
+        drawn = {"labels": pattern, "options": chosen_options or None}
         load_or_train_evaluator(home, snapshot_id)
+    elif kind == "audio":
+        chosen_policy = {"audio": policy.audio.to_dict()}
+        key.update(kind="audio", policy=chosen_policy["audio"])
+        model_dir = fetch_model()
+        pattern = check_labels(labels, model_dir, model)
+        if pattern:
+            key["labels"] = list(pattern)
+        if chosen_options:  # none today: an audio family with options would list them
+            key["options"] = chosen_options
+        generator = cache.generator(family.name, model_dir)
+        check_option_values(generator, chosen_options, model)
+        check_audio_model(generator, audio_evaluator(home, snapshot_id), model, snapshot_id)
+        drawn = {"labels": pattern, "options": chosen_options or None}
     else:
         try:
             chosen = TextSampling(**(sampling or {}))
@@ -248,11 +270,40 @@ def make_plan(
         work_dir=str(home.content / ".work" / batch_id),
         batch_dir=str(batch_dir),
         **text,
-        **image,
+        **drawn,
     )
 
 
 CLASS_SWITCH = "require_requested_class"  # the image policy's switch that reads `labels`
+
+
+def audio_evaluator(home: Home, snapshot_id: str):
+    """The audio snapshot's evaluator (`evaluation.audio_eval.AudioClassifier`), trained once
+    and reused by snapshot id, as `load_or_train_evaluator` is for images; the snapshot is read
+    only when it must be trained. Loaded once per process."""
+    from aigc_core.evaluation.audio_eval import audio_evaluator_in, splits_of
+
+    def splits():
+        snap = find_snapshot(home.datasets, snapshot_id)
+        return splits_of(read_table(snap), snap.manifest)
+
+    return cache.cached(
+        ("audio-evaluator", str(home.root), snapshot_id),
+        lambda: audio_evaluator_in(home.evaluators / snapshot_id, splits)[0],
+    )
+
+
+def check_audio_model(generator, evaluator, model: str, snapshot_id: str) -> None:
+    """Fail at planning, not in a shard: clips of another length or rate than the snapshot's
+    (which its evaluator and its training clips have) cannot be scored against it."""
+    cfg = evaluator.cfg
+    if (generator.length, generator.sample_rate) != (cfg.length, cfg.sample_rate):
+        raise ValueError(
+            f"{model} makes {generator.length} samples at {generator.sample_rate} Hz but its "
+            f"snapshot {snapshot_id} holds {cfg.length} at {cfg.sample_rate} Hz: its clips "
+            "cannot be curated against that snapshot; register it from the snapshot it was "
+            "trained on"
+        )
 
 
 def check_labels(

@@ -2,12 +2,13 @@
 
 `curate` reads the parts (each must be there, readable, and together cover items 0..n-1 once)
 and applies the batch-wide decision of the batch's kind (near-duplicates across shards among
-them; for an image asked to be a class, whether the evaluator sees that class), counting the
-items asked and kept per class when the request named classes. `publish` writes
+them; for an image or a clip asked to be a class, whether the evaluator sees that class),
+counting the items asked and kept per class when the request named classes. `publish` writes
 `content/<batch-id>/` in one rename: the Parquet parts with the decision and every item's
-lineage, the manifest, an HTML review report and, for images, a contact sheet; then it removes
-the working parts. A batch published already, or concurrently by another run of the same
-request, is returned as it is (`published`).
+lineage, the manifest, an HTML review report (for audio, a player and a spectrogram per card)
+and, for images, a contact sheet; then it removes the working parts. A batch published
+already, or concurrently by another run of the same request, is returned as it is
+(`published`).
 
 What the caller logs about a batch (its tracking run's tags, parameters, metrics and files, a
 summary table and text) is computed here from the plan and the batch; logging it is the
@@ -31,10 +32,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import soundfile
 from PIL import ImageFont
 
 from aigc_core import progress, stages
 from aigc_core.atomic import sha256_file, staged_dir
+from aigc_core.audio import spectrogram_png
 from aigc_core.content.manifest import Batch
 from aigc_core.content.plan import BatchPlan
 from aigc_core.content.schema import (
@@ -47,6 +50,7 @@ from aigc_core.content.schema import (
     text_score_columns,
 )
 from aigc_core.content.shard import part_ok
+from aigc_core.curation.audio import decide_audio
 from aigc_core.curation.images import decide_images, rejected_by_reason
 from aigc_core.curation.policy import Policy
 from aigc_core.curation.text import decide_texts
@@ -54,7 +58,7 @@ from aigc_core.data.snapshot import SnapshotError, find_snapshot
 from aigc_core.generation.shards import part_name
 from aigc_core.images import contact_sheet, decode_png
 from aigc_core.paths import Home
-from aigc_core.report import ReportItem, check_mlflow_url, write_report
+from aigc_core.report import MAX_CARDS, ReportItem, check_mlflow_url, shown_items, write_report
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,10 @@ SHEET_ITEMS = 256  # items per contact sheet (kept, rejected)
 SHEET_WIDTH = 1200  # px: a contact sheet fits the report's page unscaled
 SHEET_PAD = 2  # px around each cell's image (contact_sheet's default)
 CAPTION_CHARS = 10  # a class name longer than this is cut in a contact sheet's caption
+# cards per tab of an audio batch's report: each inlines its WAV (11 kB of base64 for a
+# 0.5 s clip at 8 kHz, 44 kB for 1 s at 16 kHz) and a spectrogram (about 28 kB), so 100 kept
+# and 100 rejected cards keep the report within about 15 MB
+AUDIO_CARDS = 100
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class Curated:
     n_kept: int
     rejected_by_reason: dict[str, int]
     labels: dict[str, dict[str, int]] | None = None  # `label_counts`: when classes were asked
+    predicted_labels: dict[str, dict[str, int]] | None = None  # audio: `predicted_counts`
 
 
 def published(plan: BatchPlan, shards_skipped: int = 0) -> Batch | None:
@@ -111,6 +120,10 @@ def decide(plan: BatchPlan, table: pa.Table) -> pd.DataFrame:
     if plan.kind == "text":
         scores = table.select(text_score_columns(policy.text)).to_pandas()
         return decide_texts(table.column("text").to_pylist(), scores, policy.text)
+    if plan.kind == "audio":
+        columns = ["confidence", "predicted_label", "requested_label", "silence_fraction"]
+        columns += ["clipping_fraction", "dc_offset", "fingerprint", "train_similarity"]
+        return decide_audio(table.select(columns).to_pandas(), policy.audio)
     columns = ["confidence", "phash", "train_distance", "predicted_label", "requested_label"]
     return decide_images(table.select(columns).to_pandas(), policy.image)
 
@@ -133,6 +146,20 @@ def label_counts(table: pa.Table) -> dict[str, dict[str, int]] | None:
     }
 
 
+def predicted_counts(table: pa.Table) -> dict[str, dict[str, int]]:
+    """Items per class the evaluator predicts, and kept per class, {"generated": {"3": 40},
+    "kept": {"3": 31}} (classes as strings, in order; a class none of whose items was kept
+    counts 0): what an audio batch holds by class, whether or not classes were asked."""
+    df = table.select(["predicted_label", "kept"]).to_pandas()
+    labels = df["predicted_label"].astype(np.int64)
+    generated = labels.value_counts().sort_index()
+    kept = labels[df["kept"].to_numpy(bool)].value_counts()
+    return {
+        "generated": {str(k): int(v) for k, v in generated.items()},
+        "kept": {str(k): int(kept.get(k, 0)) for k in generated.index},
+    }
+
+
 def curate(plan: BatchPlan) -> Curated:
     """Read the shard parts and decide: every item with its decision and lineage."""
     progress.report("curate", 0, plan.n)
@@ -152,7 +179,8 @@ def curate(plan: BatchPlan) -> Curated:
         full,
         int(decided["kept"].sum()),
         rejected_by_reason(decided["reason"]),
-        label_counts(full) if plan.kind == "image" else None,
+        label_counts(full) if plan.kind != "text" else None,
+        predicted_counts(full) if plan.kind == "audio" else None,
     )
 
 
@@ -255,6 +283,41 @@ def image_report(
     return items, sheets
 
 
+def audio_report(
+    full: pa.Table, class_names: list[str] | None = None, max_cards: int = AUDIO_CARDS
+) -> tuple[list[ReportItem], dict[str, bytes | None]]:
+    """Report cards with a player (the item's WAV) and a log-mel spectrogram, the predicted
+    class (and the class asked, `asked`), confidence, level and memorization scores. Only the
+    cards the report shows (`report.shown_items` of each tab) are given their WAV, read from
+    the table by index, and a spectrogram: a batch's other clips never leave Arrow."""
+    cols = ["id", "predicted_label", "confidence", "silence_fraction", "clipping_fraction"]
+    cols += ["dc_offset", "train_similarity", "requested_label", "kept", "reason"]
+    items = []
+    for row in full.select(cols).to_pylist():
+        asked = row["requested_label"]
+        scores = {} if asked is None else {"asked": class_label(asked, class_names)}
+        scores |= {
+            "label": class_label(row["predicted_label"], class_names),
+            "conf": row["confidence"],
+            "silence": row["silence_fraction"],
+            "clipping": row["clipping_fraction"],
+            "dc": row["dc_offset"],
+            "train_sim": row["train_similarity"],
+        }
+        items.append(ReportItem(row["id"], row["kept"], _reasons(row["reason"]), scores))
+    index = {id(item): i for i, item in enumerate(items)}
+    shown = sorted(
+        index[id(item)]
+        for kept in (True, False)
+        for item in shown_items([i for i in items if i.kept == kept], max_cards)
+    )
+    picked = full.select(["wav", "sample_rate"]).take(pa.array(shown, pa.int64())).to_pylist()
+    for i, row in zip(shown, picked, strict=True):
+        clip, _ = soundfile.read(io.BytesIO(row["wav"]), dtype="int16")  # as a player reads it
+        items[i].wav, items[i].png = row["wav"], spectrogram_png(clip, row["sample_rate"])
+    return items, {}
+
+
 def text_report(full: pa.Table) -> tuple[list[ReportItem], dict[str, bytes | None]]:
     """Report cards with the prompt, the text and its main scores."""
     cols = ["id", "prompt", "text", "finish_reason", "seed", "words", "perplexity"]
@@ -281,6 +344,7 @@ def text_report(full: pa.Table) -> tuple[list[ReportItem], dict[str, bytes | Non
 
 _SUMMARY_KEYS = ("batch_id", "model_name", "model_version", "run_id", "batch_run_id")
 _SUMMARY_KEYS += ("snapshot_id", "seed")
+_SUMMARY_KEYS += ("sample_rate", "predicted_labels")  # audio
 _SUMMARY_KEYS += ("n_generated", "n_kept", "rejected_by_reason", "policy", "sampling")
 _SUMMARY_KEYS += ("options",)  # the classes asked: a table of their own
 _SUMMARY_KEYS += ("n_prompts", "created_at")
@@ -310,6 +374,8 @@ def publish(
     full, n, kind = curated.table, plan.n, plan.kind
     if kind == "image":
         report_items, sheets = image_report(full, class_names)
+    elif kind == "audio":
+        report_items, sheets = audio_report(full, class_names, AUDIO_CARDS)
     else:
         report_items, sheets = text_report(full)
     text = (
@@ -317,7 +383,10 @@ def publish(
         if kind == "text"
         else {}
     )
-    image = {"options": plan.options, "labels": curated.labels} if kind == "image" else {}
+    drawn = {"options": plan.options, "labels": curated.labels} if kind != "text" else {}
+    if kind == "audio":
+        drawn["sample_rate"] = int(full.column("sample_rate")[0].as_py())
+        drawn["predicted_labels"] = curated.predicted_labels
     try:
         with staged_dir(final, size_hint=full.nbytes) as tmp:
             files = []
@@ -344,7 +413,7 @@ def publish(
                 shards=[s.to_dict() for s in plan.shards],
                 policy=plan.policy,
                 **text,
-                **image,
+                **drawn,
                 n_generated=n,
                 n_kept=curated.n_kept,
                 n_rejected=n - curated.n_kept,
@@ -369,6 +438,7 @@ def publish(
                 report_items,
                 sheets=sheets,
                 labels=label_rows(curated.labels, class_names),
+                max_cards=AUDIO_CARDS if kind == "audio" else MAX_CARDS,
                 mlflow_url=mlflow_url,
                 mlflow_experiment_id=mlflow_experiment_id,
             )

@@ -1,10 +1,11 @@
 """What a content batch writes: the Parquet schemas of shard parts and published parts, and the
 names of the published files.
 
-A shard part holds the items of one shard and every per-item score (`IMAGE_SHARD_SCHEMA`, or
-`text_shard_schema(policy)`: the text scores depend on the policy's n-gram checks). An image
-item names the class it was asked to be (`requested_label`, null when the request named none)
-beside the class the evaluator sees in it (`predicted_label`). A published
+A shard part holds the items of one shard and every per-item score (`IMAGE_SHARD_SCHEMA`,
+`AUDIO_SHARD_SCHEMA`, or `text_shard_schema(policy)`: the text scores depend on the policy's
+n-gram checks). An image or audio item names the class it was asked to be (`requested_label`,
+null when the request named none) beside the class the evaluator sees in it
+(`predicted_label`). An audio item is a mono 16-bit PCM WAV file (`wav`). A published
 part adds the batch-wide decision (`duplicate_of`, `kept`, `reason`) and the lineage of every
 item (`LINEAGE`): which batch, model version, run and snapshot it came from.
 """
@@ -39,6 +40,26 @@ IMAGE_SHARD_SCHEMA = pa.schema(
         pa.field("confidence", pa.float32()),
         pa.field("phash", pa.int64()),
         pa.field("train_distance", pa.float32()),
+        pa.field("nearest_train_id", pa.string()),
+    ]
+)
+# What an audio shard writes: the clips as WAV files and every per-clip score
+# (`curation.audio.score_audio`).
+AUDIO_SHARD_SCHEMA = pa.schema(
+    [
+        *_ITEM,
+        pa.field("seed", pa.int64(), nullable=False),  # the shard's seed
+        pa.field("wav", pa.binary(), nullable=False),  # mono 16-bit PCM WAV
+        pa.field("sample_rate", pa.int32(), nullable=False),
+        pa.field("requested_label", pa.int16()),  # the class asked (--labels); null: none
+        pa.field("predicted_label", pa.int16()),
+        pa.field("confidence", pa.float32()),
+        pa.field("peak", pa.float32()),
+        pa.field("silence_fraction", pa.float32()),
+        pa.field("clipping_fraction", pa.float32()),
+        pa.field("dc_offset", pa.float32()),
+        pa.field("fingerprint", pa.string()),  # 256-bit mel SimHash, 64 hex digits
+        pa.field("train_similarity", pa.float32()),  # cosine with the nearest training clip
         pa.field("nearest_train_id", pa.string()),
     ]
 )
@@ -83,7 +104,7 @@ def shard_schema(kind: str, policy: Mapping[str, dict]) -> pa.Schema:
     """The shard part's schema of a batch of `kind` under its plan's `policy`."""
     if kind == "text":
         return text_shard_schema(TextPolicy(**policy["text"]))
-    return IMAGE_SHARD_SCHEMA
+    return AUDIO_SHARD_SCHEMA if kind == "audio" else IMAGE_SHARD_SCHEMA
 
 
 def batch_schema(shard: pa.Schema) -> pa.Schema:

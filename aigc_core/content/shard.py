@@ -7,8 +7,11 @@ batch's working folder; a rerun skips the shards whose part is there and readabl
 
 What a shard generates and scores depends on the batch's kind: images (`image_shard`, each asked
 for the class the plan's label pattern gives its index, scored by the snapshot's evaluator and
-against the training images) or texts (`text_shard`, each from its
-own seed, scored per item under the generating model and against the training text's n-grams).
+against the training images), texts (`text_shard`, each from its
+own seed, scored per item under the generating model and against the training text's n-grams)
+or audio clips (`audio_shard`, asked for classes as images are, written as 16-bit PCM WAV files
+and scored as a whole shard: level faults, the snapshot's audio evaluator, a mel fingerprint
+and the nearest training clip, `curation.audio.score_audio`).
 """
 
 from __future__ import annotations
@@ -27,13 +30,26 @@ import torch
 
 from aigc_core import progress
 from aigc_core.atomic import write_bytes_atomic
+from aigc_core.audio import to_pcm16, to_wav_bytes
 from aigc_core.content.cache import cached
-from aigc_core.content.plan import BatchPlan
-from aigc_core.content.schema import IMAGE_SHARD_SCHEMA, text_score_columns, text_shard_schema
+from aigc_core.content.plan import BatchPlan, audio_evaluator
+from aigc_core.content.schema import (
+    AUDIO_SHARD_SCHEMA,
+    IMAGE_SHARD_SCHEMA,
+    text_score_columns,
+    text_shard_schema,
+)
+from aigc_core.curation.audio import mel_vectors, score_audio
 from aigc_core.curation.images import score_images
 from aigc_core.curation.policy import TextPolicy
 from aigc_core.curation.text import TrainingNgrams, score_texts
-from aigc_core.data.snapshot import find_snapshot, image_arrays, read_table, text_split
+from aigc_core.data.snapshot import (
+    find_snapshot,
+    image_arrays,
+    pcm_values,
+    read_table,
+    text_split,
+)
 from aigc_core.evaluation.evaluator import load_or_train_evaluator
 from aigc_core.generation.labels import item_labels
 from aigc_core.generation.shards import Shard, part_name, shard_seed
@@ -158,7 +174,73 @@ def text_shard(plan: BatchPlan, s: Shard, home: Home, generator) -> pa.Table:
     return pa.table({f.name: pa.array(columns[f.name], f.type) for f in schema}, schema=schema)
 
 
-SHARD_MAKERS = {"image": image_shard, "text": text_shard}  # by the batch's kind
+def wav_files(clips: np.ndarray, sample_rate: int) -> pa.Array:
+    """Clips (N, L) of floats in [-1, 1] as N mono 16-bit PCM WAV files, without a loop over
+    clips: clips of one length and rate share their header, so the first clip's file
+    (`audio.to_wav_bytes`) gives the header and every file is that header and its clip's
+    little-endian PCM (`audio.to_pcm16`, as `to_wav_bytes` writes it)."""
+    n, length = clips.shape
+    pcm = np.ascontiguousarray(to_pcm16(clips), dtype="<i2").view(np.uint8)  # (N, 2L)
+    first = to_wav_bytes(clips[0], sample_rate)
+    header = first[: len(first) - 2 * length]
+    if first[len(header) :] != pcm[0].tobytes():  # soundfile wrote a trailer or another layout
+        raise RuntimeError("a WAV file's layout is not header + PCM: cannot batch WAV writing")
+    files = np.empty((n, len(header) + 2 * length), dtype=np.uint8)
+    files[:, : len(header)] = np.frombuffer(header, dtype=np.uint8)
+    files[:, len(header) :] = pcm
+    size = files.shape[1]
+    offsets = np.arange(0, (n + 1) * size, size, dtype=np.int32)
+    return pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(files.reshape(-1))]
+    )
+
+
+def audio_shard(plan: BatchPlan, s: Shard, home: Home, generator) -> pa.Table:
+    """Clips of one shard (drawn from the shard's seed; item i asked for class
+    `plan.item_label(i)` when the plan names classes) as WAV files, scored as one batch: level
+    faults, the snapshot's audio evaluator, a mel fingerprint and the nearest training clip."""
+    evaluator = audio_evaluator(home, plan.snapshot_id)
+    rate = int(evaluator.cfg.sample_rate)
+
+    def training_vectors():
+        train = _training_table(home, plan.snapshot_id)
+        return mel_vectors(pcm_values(train.column("pcm")), rate), train.column("id").to_pylist()
+
+    train_vectors, train_ids = cached(
+        ("audio-train", str(home.root), plan.snapshot_id), training_vectors
+    )
+    labels = item_labels(plan.labels, s.start, s.stop)  # (count,) int64, or None
+    asked = {"labels": labels} if labels is not None else {}
+    clips = generator.generate(s.count, s.seed, **asked, **(plan.options or {}))  # (count, L)
+    _, probs = evaluator.embed(clips)
+    scores = score_audio(clips, probs, rate, train_vectors)
+    idx = np.arange(s.start, s.stop)
+    nulls = pa.nulls(len(idx), pa.int16())
+    nearest = np.asarray(train_ids, dtype=object)[scores["nearest_train"].to_numpy()]
+    f32 = {
+        c: pa.array(scores[c].to_numpy(), pa.float32())
+        for c in ("confidence", "peak", "silence_fraction", "clipping_fraction", "dc_offset")
+    }
+    return pa.table(
+        {
+            "id": [f"{plan.batch_id}-{i:07d}" for i in idx],
+            "index": pa.array(idx, pa.int32()),
+            "shard": pa.array(np.full(len(idx), s.index), pa.int32()),
+            "seed": pa.array(np.full(len(idx), s.seed), pa.int64()),
+            "wav": wav_files(clips, rate),
+            "sample_rate": pa.array(np.full(len(idx), rate), pa.int32()),
+            "requested_label": pa.array(labels, pa.int16()) if labels is not None else nulls,
+            "predicted_label": pa.array(scores["predicted_label"].to_numpy(), pa.int16()),
+            **f32,
+            "fingerprint": pa.array(scores["fingerprint"], pa.string()),
+            "train_similarity": pa.array(scores["train_similarity"].to_numpy(), pa.float32()),
+            "nearest_train_id": pa.array(nearest, pa.string()),
+        },
+        schema=AUDIO_SHARD_SCHEMA,
+    )
+
+
+SHARD_MAKERS = {"image": image_shard, "text": text_shard, "audio": audio_shard}  # by kind
 
 
 def run_shard(plan: BatchPlan, shard: int, home: Home, generator=None) -> ShardResult:

@@ -27,24 +27,20 @@ Scorers (the level statistics are `aigc_core.audio`'s, the data contract's defin
   against 1,600 training ones) a new real clip's nearest training clip is at cosine 0.953 to
   0.997 (median 0.987): the default 0.998 rejects none of them, and a copy is at about 1.
 
-`AudioPolicy` is the audio section proposed for the policy file (`curation.policy`), in its
-format: null turns a scorer off.
+`AudioPolicy` is the policy file's `audio` section (`curation.policy`, where it lives so the
+CLI checks a policy without torch): null turns a scorer off.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict
-from typing import Annotated
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
-from pydantic.dataclasses import dataclass
 
 from aigc_core import audio
-from aigc_core.config_types import CONFIG, Bool, Probability
 from aigc_core.curation.images import rejected_by_reason, wrong_class
+from aigc_core.curation.policy import AUDIO_HASH_BITS, AudioPolicy
 
 __all__ = [
     "AudioPolicy",
@@ -55,34 +51,9 @@ __all__ = [
     "score_audio",
 ]
 
-HASH_BITS = 256
+HASH_BITS = AUDIO_HASH_BITS
 HASH_SEED = 20_020_519  # fixed: fingerprints of every batch are comparable
 MEL_FRAMES = 64  # mel vectors are averaged to at most this many frames
-Similarity = Annotated[float, Field(strict=True, ge=-1, le=1)]
-SimHashBits = Annotated[int, Field(strict=True, ge=0, le=HASH_BITS)]
-
-
-@dataclass(frozen=True, config=CONFIG)
-class AudioPolicy:
-    """Audio curation thresholds; null turns a scorer off."""
-
-    max_silence_fraction: Probability | None = 0.5
-    """frames (256 samples) below -50 dBFS; a larger share is silent"""
-    max_clipping_fraction: Probability | None = 0.001
-    """samples at full scale (|x| >= 0.999); a larger share is clipped"""
-    max_dc_offset: Probability | None = 0.05
-    """|mean sample| in full-scale units; more is dc_offset"""
-    min_confidence: Probability | None = 0.9
-    """the evaluator's top-class probability; less is low_confidence"""
-    max_duplicate_bits: SimHashBits | None = 8
-    """Hamming distance of 256-bit mel SimHashes to an earlier clip; within it is a duplicate"""
-    max_train_similarity: Similarity | None = 0.998
-    """cosine of mel vectors with the nearest training clip; more is memorized"""
-    require_requested_class: Bool = True
-    """a clip asked to be one class that the evaluator predicts as another is wrong_class"""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def mel_vectors(clips: np.ndarray, sample_rate: int, batch_size: int = 256) -> np.ndarray:
@@ -115,22 +86,26 @@ def simhash(vectors: np.ndarray) -> list[str]:
 
 
 def _bits(hexes: pd.Series) -> np.ndarray:
+    """(N, 256) float32 0/1: float, so that Hamming distances are a BLAS matrix product."""
     raw = np.frombuffer(b"".join(bytes.fromhex(h) for h in hexes), dtype=np.uint8)
-    return np.unpackbits(raw.reshape(len(hexes), HASH_BITS // 8), axis=1).astype(np.int32)
+    return np.unpackbits(raw.reshape(len(hexes), HASH_BITS // 8), axis=1).astype(np.float32)
 
 
 def duplicate_of(hexes: pd.Series, max_bits: int, chunk: int = 1024) -> np.ndarray:
-    """(N,) index of the first earlier clip within `max_bits` Hamming distance, else -1."""
+    """(N,) index of the first earlier clip within `max_bits` Hamming distance, else -1.
+    Distances are |a| + |b| - 2 a.b of 0/1 vectors, a float32 matrix product (exact: integers
+    up to 256), of each chunk of clips with the clips up to its end only (later ones cannot
+    be earlier): 4,096 fingerprints in 0.1-0.2 s where an int32 product (numpy's, not BLAS)
+    took 3.2 s, with the same result (2 shared EPYC Zen 5 cores)."""
     b = _bits(hexes)  # (N, 256) 0/1
     ones = b.sum(1)
     out = np.full(len(b), -1, dtype=np.int64)
     for s in range(0, len(b), chunk):
-        block = b[s : s + chunk]
-        dist = ones[s : s + chunk, None] + ones[None, :] - 2 * block @ b.T  # (c, N)
-        rows = np.arange(len(block))[:, None] + s
-        close = (dist <= max_bits) & (np.arange(len(b))[None, :] < rows)
+        e = min(s + chunk, len(b))
+        dist = ones[s:e, None] + ones[None, :e] - 2 * (b[s:e] @ b[:e].T)  # (e - s, e)
+        close = (dist <= max_bits) & (np.arange(e)[None, :] < np.arange(s, e)[:, None])
         has = close.any(axis=1)
-        out[s : s + chunk][has] = close[has].argmax(axis=1)
+        out[s:e][has] = close[has].argmax(axis=1)
     return out
 
 

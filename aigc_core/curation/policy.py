@@ -27,20 +27,31 @@
       minhash_num_perm: 128
       train_ngram: 13              # word n-grams shared with the model's training text...
       max_train_ngram_fraction: 0.0  # ...above this fraction of the item's n-grams reject it
+    audio:
+      max_silence_fraction: 0.5    # 256-sample frames below -50 dBFS; more is silent
+      max_clipping_fraction: 0.001 # samples at full scale; more is clipped
+      max_dc_offset: 0.05          # |mean sample| in full-scale units; more is dc_offset
+      min_confidence: 0.9          # the audio evaluator's top-class probability
+      max_duplicate_bits: 8        # Hamming distance of 256-bit mel SimHashes to an earlier clip
+      max_train_similarity: 0.998  # mel-vector cosine with the nearest training clip
+      require_requested_class: true
 
 `require_requested_class` is a switch, not a threshold: on (the default), an item of a
 conditional model's batch that was asked to be class c (`aigc generate --labels`) is rejected
 as wrong_class when the evaluator predicts another class; items asked for no class are never
 checked. Off keeps such items (their requested and predicted labels stay in the batch).
 
-Keys left out take the defaults of `ImagePolicy` / `TextPolicy`; null turns a scorer off;
-an unknown key is an error (a typo must not silently disable a filter), and so is a value out
-of its range. The classes are pydantic dataclasses: `Policy.json_schema()` is the file's JSON
-Schema (a config file's `curation` section has the same format: `aigc_core.settings`). YAML
-numbers are read as YAML 1.2 reads them: `2e-4` is a number (YAML 1.1 made it a string).
+Keys left out take the defaults of `ImagePolicy` / `TextPolicy` / `AudioPolicy`; null turns a
+scorer off; an unknown key is an error (a typo must not silently disable a filter), and so is a
+value out of its range. The classes are pydantic dataclasses: `Policy.json_schema()` is the
+file's JSON Schema (a config file's `curation` section has the same format:
+`aigc_core.settings`). YAML numbers are read as YAML 1.2 reads them: `2e-4` is a number (YAML
+1.1 made it a string).
 
-The classes live here, apart from the scorers that apply them (`curation.images` imports torch
-and scipy, `curation.text` pandas): the CLI checks a policy or a config file without those.
+The classes live here, apart from the scorers that apply them (`curation.images` and
+`curation.audio` import torch and scipy, `curation.text` pandas): the CLI checks a policy or a
+config file without those. A batch's id hashes only its own kind's section, so a change to
+the audio section leaves image and text batch ids as they were.
 """
 
 from __future__ import annotations
@@ -66,6 +77,9 @@ from aigc_core.config_types import (
 )
 
 HammingBits = Annotated[int, Field(strict=True, ge=0, le=64)]  # of a 64-bit hash
+AUDIO_HASH_BITS = 256  # the audio fingerprint's bits (`curation.audio.simhash`)
+SimHashBits = Annotated[int, Field(strict=True, ge=0, le=AUDIO_HASH_BITS)]
+Cosine = Annotated[float, Field(strict=True, ge=-1, le=1)]
 
 
 @dataclass(frozen=True, config=CONFIG)
@@ -188,7 +202,30 @@ class TextPolicy:
         return d
 
 
-SECTIONS = {"image": ImagePolicy, "text": TextPolicy}
+@dataclass(frozen=True, config=CONFIG)
+class AudioPolicy:
+    """Audio curation thresholds; null turns a scorer off (`curation.audio` applies them)."""
+
+    max_silence_fraction: Probability | None = 0.5
+    """frames (256 samples) below -50 dBFS; a larger share is silent"""
+    max_clipping_fraction: Probability | None = 0.001
+    """samples at full scale (|x| >= 0.999); a larger share is clipped"""
+    max_dc_offset: Probability | None = 0.05
+    """|mean sample| in full-scale units; more is dc_offset"""
+    min_confidence: Probability | None = 0.9
+    """the evaluator's top-class probability; less is low_confidence"""
+    max_duplicate_bits: SimHashBits | None = 8
+    """Hamming distance of 256-bit mel SimHashes to an earlier clip; within it is a duplicate"""
+    max_train_similarity: Cosine | None = 0.998
+    """cosine of mel vectors with the nearest training clip; more is memorized"""
+    require_requested_class: Bool = True
+    """a clip asked to be one class that the evaluator predicts as another is wrong_class"""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SECTIONS = {"image": ImagePolicy, "text": TextPolicy, "audio": AudioPolicy}
 
 
 class PolicyError(ValueError):
@@ -201,9 +238,10 @@ class Policy:
 
     image: ImagePolicy = field(default_factory=ImagePolicy)
     text: TextPolicy = field(default_factory=TextPolicy)
+    audio: AudioPolicy = field(default_factory=AudioPolicy)
 
     def to_dict(self) -> dict:
-        return {"image": self.image.to_dict(), "text": self.text.to_dict()}
+        return {k: getattr(self, k).to_dict() for k in SECTIONS}
 
     @classmethod
     def from_dict(cls, data: dict | None, source: str = "policy", prefix: str = "") -> Policy:
@@ -212,13 +250,15 @@ class Policy:
         data = data or {}
         where = f"{source}: " if source else ""
         if not isinstance(data, dict):
-            raise PolicyError(f"{where}expected a mapping with 'image' and/or 'text' sections")
+            raise PolicyError(
+                f"{where}expected a mapping with 'image', 'text' and/or 'audio' sections"
+            )
         unknown = set(data) - set(SECTIONS)
         if unknown:
             raise PolicyError(
                 f"{where}unknown section(s) {sorted(map(str, unknown))} in "
                 f"{prefix.rstrip('.') or 'the policy'}; "
-                "use image, text"
+                f"use {', '.join(SECTIONS)}"
             )
         parts = {}
         for section, klass in SECTIONS.items():

@@ -32,6 +32,7 @@ BUILTIN = (
     "transformer",
     "diffusion",
     "textvae",
+    "wavegan",
 )  # modules with a FAMILY
 
 

@@ -17,9 +17,13 @@ on_batch=None, labels=None, **options) -> (n, C, H, W) float32 in [0, 1]` with `
 family's generation options, e.g. a diffusion model's `guidance`, `sampling_steps`); text
 kind `generate(prompts, max_new_tokens, seed, temperature=1.0, top_k=None, top_p=None,
 stop=()) -> [(text, finish_reason)]`, `score(prompts, texts) -> [mean nats per char]`,
-`context_ids(prompt)`, `stop_ids(stop)`; both
+`context_ids(prompt)`, `stop_ids(stop)`; audio kind `generate(n, seed, batch_size=64,
+on_batch=None, labels=None) -> (n, L) float32 in [-1, 1]` with `num_classes` (as for images),
+`sample_rate` (Hz) and `length` (samples per clip, L); all three
 `predict(request: DataFrame, params: dict | None = None) -> DataFrame`, which the served pyfunc
-model calls (`params`: the request's options, those of `Family.params_example`).
+model calls (`params`: the request's options, those of `Family.params_example`): images as
+base64 PNG rows, texts as rows of text, audio as base64 WAV rows (mono 16-bit PCM at
+`sample_rate`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from torch import nn
 from aigc_core.compression import Compression
 from aigc_core.promotion import GatePolicy
 
-KINDS = ("image", "text")
+KINDS = ("image", "text", "audio")
 
 
 class Preset(NamedTuple):
@@ -55,18 +59,26 @@ class Preset(NamedTuple):
 class TrainData:
     """What a family trains on: images (N, C, H, W) in [0, 1] with their class labels (N,)
     int64 in [0, num_classes) (an image snapshot always has them: a folder without class
-    subfolders is one class), or text. A conditional family reads `labels` and `num_classes`."""
+    subfolders is one class), or text, or audio clips (N, 1, L) as int16 PCM, every clip L
+    samples at `sample_rate` Hz, with class labels as for images. Clips stay int16 (half the
+    memory of float32): a trainer scales them by 1/32768 into [-1, 1]
+    (`aigc_core.training.wavegan.clips_tensor` does it for int16 (N, L) arrays; float32 clips
+    already in [-1, 1] are accepted as they are). A conditional family reads `labels` and
+    `num_classes`."""
 
     images: torch.Tensor | None = None
     val_images: torch.Tensor | None = None
     text: str | None = None
     val_text: str | None = None
-    labels: torch.Tensor | None = None  # (N,) int64, aligned with images
+    audio: torch.Tensor | None = None  # (N, 1, L) int16 PCM (or float32 in [-1, 1])
+    val_audio: torch.Tensor | None = None
+    sample_rate: int = 0  # Hz of the audio clips; 0: no audio
+    labels: torch.Tensor | None = None  # (N,) int64, aligned with images or audio
     val_labels: torch.Tensor | None = None
     num_classes: int = 0  # the snapshot's label set's size; 0: no labels
 
     def need(self, what: str, family: str):
-        """The images or text a family trains on; an error naming the snapshot's lack."""
+        """The images, text or audio a family trains on; an error naming the snapshot's lack."""
         value = getattr(self, what)
         if value is None:
             raise ValueError(f"the {family} family trains on {what}; this snapshot has none")
@@ -110,7 +122,7 @@ def _same(model_cfg, data: TrainData):
 @dataclass(frozen=True)
 class Family:
     name: str
-    kind: str  # "image" or "text": the snapshots it trains on, its content and curation
+    kind: str  # "image", "text" or "audio": the snapshots it trains on, its content, curation
     presets: Mapping[str, Preset]
     model_config: Callable[[dict], Any]  # a saved model config dict -> the model config
     train_config: Callable[[dict], Any]  # a checkpoint's train config dict -> the train config

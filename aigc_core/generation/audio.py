@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from aigc_core.audio import to_wav_bytes
-from aigc_core.generation.images import _missing, check_labels, latents, num_classes, run_batches
+from aigc_core.generation.images import check_labels, latents, missing, num_classes, run_batches
 from aigc_core.generation.labels import item_labels, parse_labels
 from aigc_core.models.io import config_fields, load_weights
 from aigc_core.models.wavegan import Generator, WaveGANConfig
@@ -125,7 +125,7 @@ class AudioGenerator:
             if not 1 <= n <= MAX_CLIPS_PER_REQUEST:
                 raise ValueError(f"n must lie in [1, {MAX_CLIPS_PER_REQUEST}], got {n}")
             pattern = base
-            if has_labels and not _missing(row["labels"]):
+            if has_labels and not missing(row["labels"]):
                 pattern = parse_labels(str(row["labels"]), self.num_classes)
             asked = item_labels(pattern, 0, n)
             clips = self.generate(n, seed, labels=asked, **options)

@@ -206,7 +206,7 @@ class ImageGenerator:
             if not 1 <= n <= MAX_IMAGES_PER_REQUEST:
                 raise ValueError(f"n must lie in [1, {MAX_IMAGES_PER_REQUEST}], got {n}")
             pattern = base
-            if has_labels and not _missing(row["labels"]):
+            if has_labels and not missing(row["labels"]):
                 pattern = parse_labels(str(row["labels"]), self.num_classes)
             asked = item_labels(pattern, 0, n)  # (n,) or None
             images = self.generate(n, seed, labels=asked, **options)
@@ -225,7 +225,7 @@ class ImageGenerator:
         return pd.DataFrame(rows)
 
 
-def _missing(value) -> bool:
+def missing(value) -> bool:
     """A per-row option a request left out (None, NaN or an empty string)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return True

@@ -4,7 +4,9 @@
         --text-file corpus.txt --out runs/x [--resume] [--set steps=500] [--init-from DIR]
     torchrun --nproc-per-node 2 -m aigc_core.training.launch --family transformer ...
 
-Images come from a .npy file of (N, C, H, W) floats in [0, 1]. Checkpoints go to OUT/checkpoints,
+Images come from a .npy file of (N, C, H, W) floats in [0, 1]; audio from a .npy file of (N, L)
+int16 PCM clips with `--sample-rate` (Hz), e.g. a snapshot's `data.audio.audio_data(...).pcm`,
+for `--family wavegan`. Checkpoints go to OUT/checkpoints,
 the served model to OUT/model (weights.safetensors + config.json), and rank 0 prints one JSON
 line with the metrics of the last log. Exit codes: see aigc_core.training.interrupt (0 done,
 75 stopped by SIGTERM or SIGINT: after a checkpoint, or before training with nothing written;
@@ -54,12 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--text-file", type=Path)
     p.add_argument("--images-npy", type=Path)
+    p.add_argument("--audio-npy", type=Path, help="(N, L) int16 PCM clips")
+    p.add_argument("--sample-rate", type=int, default=0, help="Hz of --audio-npy's clips")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("--init-from", type=Path, help="a saved model directory to warm-start from")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     a = p.parse_args(argv)
+    if a.audio_npy and a.sample_rate < 1:
+        p.error("--audio-npy needs --sample-rate (the clips' rate in Hz)")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -76,6 +82,13 @@ def _run(a: argparse.Namespace) -> int:
         data.text = a.text_file.read_text(encoding="utf-8")
     if a.images_npy:
         data.images = torch.from_numpy(np.load(a.images_npy)).float()
+    if a.audio_npy:
+        pcm = np.load(a.audio_npy)
+        if pcm.ndim != 2 or pcm.dtype != np.int16:
+            raise SystemExit(
+                f"--audio-npy {a.audio_npy}: expected (N, L) int16 PCM, got {pcm.shape} {pcm.dtype}"
+            )
+        data.audio, data.sample_rate = torch.from_numpy(pcm)[:, None], a.sample_rate
     code = 0
     try:
         if ddp.any_rank(interrupt.stop_requested()):  # a signal during start-up

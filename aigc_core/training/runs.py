@@ -22,10 +22,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.compute as pc
 import torch
 
 from aigc_core import names
 from aigc_core.atomic import write_bytes_atomic
+from aigc_core.data.audio import audio_data
 from aigc_core.data.snapshot import Snapshot, image_arrays, text_split
 from aigc_core.families.base import Family, TrainData
 from aigc_core.process import Owner
@@ -45,8 +47,9 @@ def check_resume(resume: str) -> str:
 
 def training_data(family: Family, snapshot: Snapshot, table) -> tuple[TrainData, dict]:
     """The family's training data from a snapshot's table (its kind must be the family's), and a
-    few counts to log. An empty validation split is allowed (text: the trainer holds out the end
-    of the training text)."""
+    few counts to log: images (N, C, H, W) in [0, 1], text, or audio clips (N, 1, L) int16 PCM
+    at the snapshot's rate, with labels for images and audio. An empty validation split is
+    allowed (text: the trainer holds out the end of the training text)."""
     kind = snapshot.manifest.get("kind", "image")
     if kind != family.kind:
         raise ValueError(
@@ -67,6 +70,8 @@ def training_data(family: Family, snapshot: Snapshot, table) -> tuple[TrainData,
             num_classes=len(snapshot.manifest.get("label_set", ())),
         )
         return data, {"train_images": len(pixels)}
+    if kind == "audio":
+        return _audio_training_data(snapshot, table)
     train_text = "\n\n".join(text_split(table, "train"))
     try:
         val_text = "\n\n".join(text_split(table, "validation"))
@@ -76,6 +81,25 @@ def training_data(family: Family, snapshot: Snapshot, table) -> tuple[TrainData,
         "train_characters": len(train_text),
         "validation_characters": len(val_text or ""),
     }
+
+
+def _audio_training_data(snapshot: Snapshot, table) -> tuple[TrainData, dict]:
+    """An audio snapshot's clips as (N, 1, L) int16 PCM with their labels, the label set from
+    the manifest (a split may miss a class). An empty validation split is allowed."""
+    manifest = snapshot.manifest
+    train = audio_data(table, "train", manifest)
+    has_val = pc.any(pc.equal(table.column("split"), "validation")).as_py()
+    val = audio_data(table, "validation", manifest) if has_val else None
+    data = TrainData(
+        audio=torch.from_numpy(train.pcm)[:, None],  # (N, 1, L) int16
+        val_audio=None if val is None else torch.from_numpy(val.pcm)[:, None],
+        sample_rate=train.sample_rate,
+        labels=torch.from_numpy(train.labels),
+        val_labels=None if val is None else torch.from_numpy(val.labels),
+        num_classes=len(manifest.get("label_set", ())) or len(train.label_names),
+    )
+    counts = {"train_clips": len(train.pcm), "validation_clips": 0 if val is None else len(val.pcm)}
+    return data, counts
 
 
 @dataclass(frozen=True)

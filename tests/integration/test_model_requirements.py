@@ -52,6 +52,17 @@ def tiny(family: str) -> tuple[torch.nn.Module, dict, dict]:
             image_size=8, block_out_channels=(4, 8), norm_groups=4, sampling_steps=2
         )
         return DiffusionModel(cfg), cfg.to_dict(), IMAGE_REQUEST
+    if family == "textvae":
+        from aigc_core.models.textvae import TextVAE, TextVAEConfig
+
+        cfg = TextVAEConfig(vocab=VOCAB, embed_dim=8, hidden=16, z_dim=4, max_len=16)
+        return TextVAE(cfg), cfg.to_dict(), TEXT_REQUEST
+    if family == "wavegan":
+        from aigc_core.models.wavegan import Generator as WaveGenerator
+        from aigc_core.models.wavegan import WaveGANConfig
+
+        cfg = WaveGANConfig(z_dim=8, width=4, kernel=9, length=1024, sample_rate=8000)
+        return WaveGenerator(cfg), cfg.to_dict(), IMAGE_REQUEST
     cfg = TransformerConfig(vocab=VOCAB, block_size=8, n_layer=1, n_head=2, n_embd=8)
     return TransformerLM(cfg), cfg.to_dict(), TEXT_REQUEST
 
@@ -120,6 +131,12 @@ def check_predictions(out: dict, models: dict[str, Path]) -> None:
             assert got["rows"] == 3 and "png_base64" in got["columns"]
             size = str(tiny(family)[1].get("image_size", 28))
             assert (got["first"]["height"], got["first"]["width"]) == (size, size)
+        elif families.get(family).kind == "audio":
+            assert got["rows"] == 3 and "wav_base64" in got["columns"]
+            assert (got["first"]["num_samples"], got["first"]["sample_rate"]) == ("1024", "8000")
+        elif family == "textvae":  # a sentence model may end its sentence (EOS) before 5
+            assert got["rows"] == 1 and got["first"]["finish_reason"] in ("length", "eos")
+            assert len(got["first"]["text"]) <= 5 and set(got["first"]["text"]) <= set(VOCAB)
         else:
             assert got["rows"] == 1 and got["first"]["finish_reason"] == "length"
             assert len(got["first"]["text"]) == 5 and set(got["first"]["text"]) <= set(VOCAB)

@@ -164,4 +164,4 @@ def test_policy_json_schema_describes_the_file():
     assert "top-class probability" in conf["description"]
     pii = schema["$defs"]["TextPolicy"]["properties"]["pii"]
     assert pii["items"]["enum"] == ["email", "phone", "ipv4", "credit_card"]
-    assert set(schema["properties"]) == {"image", "text"}
+    assert set(schema["properties"]) == {"image", "text", "audio"}

@@ -16,6 +16,7 @@ import torch
 from aigc_core import families
 from aigc_core.families import images
 from aigc_core.families.base import Family, TrainData
+from aigc_core.generation.audio import AudioGenerator
 from aigc_core.generation.images import ImageGenerator
 from aigc_core.generation.text import TextGenerator
 from aigc_core.generation.textvae import TextVAEGenerator
@@ -128,9 +129,25 @@ def plugins(tmp_path, monkeypatch):
 
 def test_the_built_in_families_and_their_gates():
     found = families.available()
-    assert list(found)[:6] == ["dcgan", "vae", "charlstm", "transformer", "diffusion", "textvae"]
+    assert list(found)[:7] == [
+        "dcgan",
+        "vae",
+        "charlstm",
+        "transformer",
+        "diffusion",
+        "textvae",
+        "wavegan",
+    ]
     assert families.family_names("image")[:3] == ["dcgan", "vae", "diffusion"]
     assert families.family_names("text")[:3] == ["charlstm", "transformer", "textvae"]
+    assert families.family_names("audio")[:1] == ["wavegan"]
+    assert families.get("wavegan").policy.gate_metrics == [
+        "fad",
+        "evaluator_accuracy",
+        "memorization_rate",
+    ]
+    assert families.get("wavegan").params_example == {"labels": ""}  # as the image families'
+    assert families.get("wavegan").curation == "audio"
     assert families.get("textvae").policy.gate_metrics == [
         "neg_elbo_per_char",
         "active_units",
@@ -187,6 +204,7 @@ def test_plugins_are_found_through_entry_points_and_broken_ones_are_reported(plu
         "transformer",
         "diffusion",
         "textvae",
+        "wavegan",
         "mlp",
     ]
     assert families.get("mlp").kind == "image" and "mlp" in families.family_names("image")
@@ -225,8 +243,8 @@ def test_presets_and_to_dict():
         assert d["presets"]["smoke"]["train"] == train.to_dict()
     with pytest.raises(ValueError, match="unknown preset 'huge' for charlstm; choose one of"):
         families.get("charlstm").preset("huge")
-    with pytest.raises(ValueError, match="kind 'audio' is not one of"):
-        Family(**{**_fields(families.get("dcgan")), "kind": "audio"})
+    with pytest.raises(ValueError, match="kind 'video' is not one of"):
+        Family(**{**_fields(families.get("dcgan")), "kind": "video"})
     with pytest.raises(ValueError, match="has no presets"):
         Family(**{**_fields(families.get("dcgan")), "presets": {}})
 
@@ -240,13 +258,21 @@ def test_a_family_trains_on_its_kind_only():
         engine.train_model(
             families.get("charlstm"), "smoke", TrainData(images=torch.rand(4, 1, 28, 28)), CPU, "x"
         )
+    with pytest.raises(ValueError, match="the wavegan family trains on audio; this snapshot"):
+        engine.train_model(
+            families.get("wavegan"), "smoke", TrainData(images=torch.rand(4, 1, 28, 28)), CPU, "x"
+        )
 
 
 @pytest.mark.parametrize("name", families.BUILTIN)
 def test_every_built_in_family_trains_saves_loads_and_predicts(tmp_path, name):
     family = families.get(name)
     pics = torch.rand(16, 1, 28, 28)
-    data = TrainData(images=pics, val_images=pics[:8], text=TEXT)
+    clips = (torch.randn(16, 1, 1024) * 3000).to(torch.int16)  # int16 PCM, as a snapshot's
+    data = TrainData(
+        images=pics, val_images=pics[:8], text=TEXT, audio=clips, val_audio=clips[:8],
+        sample_rate=8000,
+    )  # fmt: skip
     r = engine.train_model(
         family,
         "smoke",
@@ -262,14 +288,17 @@ def test_every_built_in_family_trains_saves_loads_and_predicts(tmp_path, name):
     assert config["family"] == name and not module.training
     paths = save_model(tmp_path / "model", module, config)
     gen = family.load_generator(paths["weights"], paths["config"])
-    text_generators = (TextGenerator, TextVAEGenerator)
-    assert isinstance(gen, ImageGenerator if family.kind == "image" else text_generators)
+    kinds = {"image": ImageGenerator, "text": (TextGenerator, TextVAEGenerator)}
+    assert isinstance(gen, kinds.get(family.kind, AudioGenerator))
     for a, b in zip(module.state_dict().values(), gen.module.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     request = pd.DataFrame(family.input_example)
     out = gen.predict(request, dict(family.params_example))
     if family.kind == "image":
         assert len(out) == family.input_example["n"][0] and "png_base64" in out.columns
+    elif family.kind == "audio":  # the snapshot's length and rate, whatever the preset said
+        assert len(out) == family.input_example["n"][0] and "wav_base64" in out.columns
+        assert (out["num_samples"] == 1024).all() and (out["sample_rate"] == 8000).all()
     else:
         wanted = family.params_example["max_new_tokens"]
         text, reason = out["text"].iloc[0], out["finish_reason"].iloc[0]
@@ -317,6 +346,7 @@ def test_the_families_command_lists_built_ins_and_plugins(plugins):
         "transformer",
         "diffusion",
         "textvae",
+        "wavegan",
         "mlp",
     ]
     assert listed[0] == families.get("dcgan").to_dict()
@@ -324,3 +354,22 @@ def test_the_families_command_lists_built_ins_and_plugins(plugins):
     assert table.exit_code == 0, table.output
     for name in ("dcgan", "vae", "charlstm", "transformer", "mlp", "bits_per_char", "neg_elbo"):
         assert name in table.stdout
+
+
+def test_wavegan_takes_the_snapshots_length_rate_and_classes():
+    wavegan = families.get("wavegan")
+    model, _ = wavegan.preset("smoke-conditional")
+    clips = torch.zeros(6, 1, 1024, dtype=torch.int16)
+    data = TrainData(audio=clips, sample_rate=16000, labels=torch.arange(6) % 3, num_classes=3)
+    cfg = wavegan.prepare(model, data)
+    assert (cfg.length, cfg.sample_rate, cfg.num_classes) == (1024, 16000, 3)
+    with pytest.raises(
+        ValueError, match="clips of 16 \\* 4\\*\\*k samples; this snapshot's are 1000"
+    ):
+        wavegan.prepare(model, TrainData(audio=clips[..., :1000], sample_rate=16000))
+    with pytest.raises(ValueError, match="a conditional wavegan learns one sound per class, but"):
+        wavegan.prepare(model, TrainData(audio=clips, sample_rate=16000, num_classes=1))
+    with pytest.raises(ValueError, match="trained on 3 classes, this snapshot has 5"):
+        wavegan.prepare(cfg, TrainData(audio=clips, sample_rate=16000, num_classes=5))
+    with pytest.raises(ValueError, match="the wavegan family trains on audio; this snapshot has"):
+        wavegan.prepare(model, TrainData(images=torch.rand(2, 1, 28, 28)))

@@ -289,8 +289,16 @@ def test_options_the_family_does_not_take_are_refused_in_the_plans_words(tagged)
     said = request(tagged, {"aigc.family": "charlstm"}, labels="7", guidance=2.0)
     assert said == (
         "model m version 1 generates text, and class labels and image generation options "
-        "(--labels, --guidance) apply to image models; drop them"
+        "(--labels, --guidance) apply to image models (labels to audio models too); drop them"
     )
+    # an audio model takes labels (an unconditional one none) but no image generation option
+    wavegan = {"aigc.family": "wavegan", "aigc.num_classes": "8"}
+    assert request(tagged, wavegan, labels="3") is None
+    assert "takes no --guidance option (nor any other); drop --guidance" in request(
+        tagged, wavegan, guidance=2.0
+    )
+    unconditional = request(tagged, {"aigc.family": "wavegan", "aigc.num_classes": "0"}, "3")
+    assert unconditional is not None and "unconditional" in unconditional
 
 
 def test_labels_are_checked_against_the_versions_classes(tagged, tmp_path):

@@ -227,7 +227,10 @@ def test_steps_option_works_for_every_family(tmp_path, family):
     """`--steps` is one setting for every family (issue 13: the DCGAN's config had no `steps`
     and `aigc train --model dcgan --steps 80` crashed)."""
     images = torch.rand(16, 1, 28, 28)
-    data = engine.TrainData(images=images, val_images=images[:4], text=TEXT)
+    clips = (torch.randn(16, 1, 1024) * 3000).to(torch.int16)  # int16 PCM, as a snapshot's
+    data = engine.TrainData(
+        images=images, val_images=images[:4], text=TEXT, audio=clips, sample_rate=8000
+    )
     r = engine.train_model(
         families.get(family), "smoke", data, CPU, tmp_path, overrides={"steps": 3, "bf16": False}
     )
