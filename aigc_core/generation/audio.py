@@ -23,8 +23,13 @@ import pandas as pd
 import torch
 
 from aigc_core.audio import to_wav_bytes
-from aigc_core.generation.images import check_labels, latents, missing, num_classes, run_batches
-from aigc_core.generation.labels import item_labels, parse_labels
+from aigc_core.generation.images import (
+    check_labels,
+    latents,
+    num_classes,
+    run_batches,
+    served_requests,
+)
 from aigc_core.models.io import config_fields, load_weights
 from aigc_core.models.wavegan import Generator, WaveGANConfig
 from aigc_core.training.device import autocast, bf16_supported
@@ -111,23 +116,10 @@ class AudioGenerator:
     def predict(
         self, request: pd.DataFrame, params: Mapping[str, Any] | None = None
     ) -> pd.DataFrame:
-        options = dict(params or {})
-        base = parse_labels(options.pop("labels", None), self.num_classes)
-        columns = sorted(set(options) & {"n", "seed", "batch_size", "on_batch"})
-        if columns:
-            raise ValueError(
-                f"{', '.join(columns)} cannot be a param: give n and seed as columns of the request"
-            )
         rows = []
-        has_labels = "labels" in request.columns
-        for req, row in enumerate(request.to_dict("records")):
-            n, seed = int(row["n"]), int(row["seed"])
-            if not 1 <= n <= MAX_CLIPS_PER_REQUEST:
-                raise ValueError(f"n must lie in [1, {MAX_CLIPS_PER_REQUEST}], got {n}")
-            pattern = base
-            if has_labels and not missing(row["labels"]):
-                pattern = parse_labels(str(row["labels"]), self.num_classes)
-            asked = item_labels(pattern, 0, n)
+        for req, n, seed, asked, options in served_requests(
+            request, params, self.num_classes, MAX_CLIPS_PER_REQUEST
+        ):
             clips = self.generate(n, seed, labels=asked, **options)
             for i, clip in enumerate(clips):
                 wav = to_wav_bytes(clip, self.sample_rate)

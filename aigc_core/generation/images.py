@@ -192,23 +192,10 @@ class ImageGenerator:
     def predict(
         self, request: pd.DataFrame, params: Mapping[str, Any] | None = None
     ) -> pd.DataFrame:
-        options = dict(params or {})
-        base = parse_labels(options.pop("labels", None), self.num_classes)
-        columns = sorted(set(options) & {"n", "seed", "batch_size", "on_batch"})
-        if columns:
-            raise ValueError(
-                f"{', '.join(columns)} cannot be a param: give n and seed as columns of the request"
-            )
         rows = []
-        has_labels = "labels" in request.columns
-        for req, row in enumerate(request.to_dict("records")):
-            n, seed = int(row["n"]), int(row["seed"])
-            if not 1 <= n <= MAX_IMAGES_PER_REQUEST:
-                raise ValueError(f"n must lie in [1, {MAX_IMAGES_PER_REQUEST}], got {n}")
-            pattern = base
-            if has_labels and not missing(row["labels"]):
-                pattern = parse_labels(str(row["labels"]), self.num_classes)
-            asked = item_labels(pattern, 0, n)  # (n,) or None
+        for req, n, seed, asked, options in served_requests(
+            request, params, self.num_classes, MAX_IMAGES_PER_REQUEST
+        ):
             images = self.generate(n, seed, labels=asked, **options)
             for i, img in enumerate(to_uint8(images)):
                 rows.append(
@@ -223,6 +210,33 @@ class ImageGenerator:
                     }
                 )
         return pd.DataFrame(rows)
+
+
+def served_requests(
+    request: pd.DataFrame, params: Mapping[str, Any] | None, classes: int, max_n: int
+) -> list[tuple[int, int, int, np.ndarray | None, dict[str, Any]]]:
+    """The rows of a served request to a class-conditional (or unconditional) generator of
+    images or clips, checked: (row index, n, seed, the (n,) classes asked or None, the
+    generation options). `params` holds the request-wide options, `labels` among them (a
+    row's own `labels` column wins for that row); n and seed are columns, never params."""
+    options = dict(params or {})
+    base = parse_labels(options.pop("labels", None), classes)
+    columns = sorted(set(options) & {"n", "seed", "batch_size", "on_batch"})
+    if columns:
+        raise ValueError(
+            f"{', '.join(columns)} cannot be a param: give n and seed as columns of the request"
+        )
+    has_labels = "labels" in request.columns
+    rows = []
+    for req, row in enumerate(request.to_dict("records")):
+        n, seed = int(row["n"]), int(row["seed"])
+        if not 1 <= n <= max_n:
+            raise ValueError(f"n must lie in [1, {max_n}], got {n}")
+        pattern = base
+        if has_labels and not missing(row["labels"]):
+            pattern = parse_labels(str(row["labels"]), classes)
+        rows.append((req, n, seed, item_labels(pattern, 0, n), options))  # labels: (n,) or None
+    return rows
 
 
 def missing(value) -> bool:
