@@ -25,10 +25,10 @@ import time
 
 import torch
 
+from aigc_core.families.wavegan import PRESETS
 from aigc_core.generation.audio import generate_clips
 from aigc_core.models.wavegan import Generator
 from aigc_core.training.device import bf16_supported
-from aigc_core.training.wavegan import PRESETS
 
 log = logging.getLogger("benchmarks.generate_audio_throughput")
 

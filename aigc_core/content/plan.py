@@ -40,12 +40,12 @@ from aigc_core.families.base import Family
 from aigc_core.generation.labels import LabelsError, parse_labels
 from aigc_core.generation.shards import Shard, plan_shards
 from aigc_core.generation.text_options import LatentPoint, TextSampling, load_prompts
+from aigc_core.kinds import KINDS  # a batch is built for every kind
 from aigc_core.models.io import CONFIG, read_config
 from aigc_core.paths import Home
 from aigc_core.stages import ModelVersion
 
 DEFAULT_SHARD_SIZE = 4096  # items per shard when the caller does not choose
-KINDS = ("image", "text", "audio")  # the kinds a batch is built for: what a shard makes and scores
 
 
 @dataclass(frozen=True)

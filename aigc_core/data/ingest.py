@@ -37,12 +37,12 @@ from aigc_core.data.snapshot import (
     write_snapshot,
 )
 from aigc_core.data.text import DEFAULT_MAX_DOC_CHARS, MIN_DOC_CHARS, TEXT_SUFFIXES, load_text
+from aigc_core.kinds import KINDS
 
 log = logging.getLogger(__name__)
 
 TEXT_DATASETS = ("python-docs",)
 AUDIO_DATASETS = {"notes": load_notes}
-KINDS = ("image", "text", "audio")
 
 Gate = Callable[[pa.Table, dict], object]
 

@@ -29,6 +29,7 @@ base64 PNG rows, texts as rows of text, audio as base64 WAV rows (mono 16-bit PC
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +39,10 @@ import torch
 from torch import nn
 
 from aigc_core.compression import Compression
+from aigc_core.kinds import KINDS
 from aigc_core.promotion import GatePolicy
 
-KINDS = ("image", "text", "audio")
+log = logging.getLogger(__name__)
 
 
 class Preset(NamedTuple):
@@ -109,6 +111,25 @@ class Evaluation:
     images: Mapping[str, Any] = field(default_factory=dict)
     summary: str = ""
     tables: Mapping[str, list[dict]] = field(default_factory=dict)  # artifact file -> rows
+
+
+def classes_if_labelled(model_cfg, data: TrainData, family: str) -> int:
+    """`num_classes` of a model that is class-conditional when its config's `conditional` is on
+    and the data has two classes or more (the diffusion and wavegan families): the snapshot's
+    classes, or 0 (unconditional; said in the log when it was asked for conditional). A warm
+    start's classes (its config's `num_classes`) must be the snapshot's."""
+    k = data.num_classes if model_cfg.conditional else 0
+    if 0 < k < 2:
+        log.info("the snapshot has 1 class: training an unconditional %s model", family)
+        k = 0
+    elif model_cfg.conditional and k == 0:
+        log.info("the snapshot has no labels: training an unconditional %s model", family)
+    if model_cfg.num_classes and model_cfg.num_classes != k:
+        raise ValueError(
+            f"the {family} model was trained on {model_cfg.num_classes} classes, this snapshot "
+            f"has {data.num_classes}: warm-start it on a snapshot with the same classes"
+        )
+    return k
 
 
 class Generator(Protocol):

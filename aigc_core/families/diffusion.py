@@ -16,7 +16,7 @@ import dataclasses
 import logging
 
 from aigc_core.families import images
-from aigc_core.families.base import Family, Preset, TrainData
+from aigc_core.families.base import Family, Preset, TrainData, classes_if_labelled
 from aigc_core.generation.diffusion import load_generator
 from aigc_core.models.diffusion import DiffusionConfig
 from aigc_core.models.io import config_fields
@@ -81,22 +81,9 @@ def prepare(model_cfg: DiffusionConfig, data: TrainData) -> DiffusionConfig:
     there is nothing to condition on, so the model trains unconditional (num_classes 0; and
     says so). `conditional` itself stays the user's setting, so the settings' digest is the
     same before and after."""
-    if not model_cfg.conditional:
-        return dataclasses.replace(model_cfg, num_classes=0)
-    k = data.num_classes
-    if k < 2:
-        log.info(
-            "the snapshot has %d class%s: training an unconditional diffusion model",
-            k,
-            "" if k == 1 else "es",
-        )
-        return dataclasses.replace(model_cfg, num_classes=0)
-    if model_cfg.num_classes and model_cfg.num_classes != k:  # a warm start's own classes
-        raise ValueError(
-            f"the diffusion model was trained on {model_cfg.num_classes} classes, this snapshot "
-            f"has {k}: warm-start it on a snapshot with the same classes"
-        )
-    return dataclasses.replace(model_cfg, num_classes=k)
+    return dataclasses.replace(
+        model_cfg, num_classes=classes_if_labelled(model_cfg, data, "diffusion")
+    )
 
 
 def build_job(

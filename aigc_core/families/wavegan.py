@@ -3,10 +3,12 @@
 It trains the generator and discriminator together (`aigc_core.training.wavegan`) and saves,
 serves and warm-starts the generator alone: `(B, z) -> (B, 1, L)` in [-1, 1]. Its clip length
 and sample rate are the snapshot's (`prepare`), so a saved model writes its WAV files at the rate
-it learned; the "*-conditional" presets train a class-conditional model whose number of classes
-is the snapshot's. Its content is audio: the served pyfunc answers base64 WAV rows
-(`aigc_core.generation.audio.AudioGenerator`) and the evaluator is the per-snapshot audio
-classifier (`aigc_core.evaluation.audio_eval`: FAD, recognition, memorization).
+it learned. As the diffusion family, it is class-conditional when the snapshot has two classes
+or more; a one-class or unlabelled folder trains an unconditional model, and
+`--set model.conditional=false` asks for one on any data. Its content is audio: the served
+pyfunc answers base64 WAV rows (`aigc_core.generation.audio.AudioGenerator`) and the evaluator
+is the per-snapshot audio classifier (`aigc_core.evaluation.audio_eval`: FAD, recognition,
+memorization).
 """
 
 from __future__ import annotations
@@ -18,12 +20,55 @@ from pathlib import Path
 import torch
 
 from aigc_core.families import images
-from aigc_core.families.base import EvalInputs, Evaluation, Family, Preset, TrainData
+from aigc_core.families.base import (
+    EvalInputs,
+    Evaluation,
+    Family,
+    Preset,
+    TrainData,
+    classes_if_labelled,
+)
 from aigc_core.generation import audio as audio_generation
 from aigc_core.models.io import CONFIG, WEIGHTS, config_fields, read_config
 from aigc_core.models.wavegan import WaveGANConfig, upsampling_layers
 from aigc_core.promotion import GatePolicy
-from aigc_core.training.wavegan import PRESETS, WaveGANJob, WaveGANTrainConfig
+from aigc_core.training.wavegan import WaveGANJob, WaveGANTrainConfig
+
+# length, sample_rate and num_classes are filled in from the snapshot (`prepare`); the values
+# here are the built-in `notes` set's (8 kHz, 4096 samples), which the presets were sized on
+_NOTES = dict(length=4096, sample_rate=8000)
+PRESETS = {
+    # seconds: tests and CI
+    "smoke": Preset(
+        WaveGANConfig(z_dim=16, width=4, kernel=9, **_NOTES),
+        WaveGANTrainConfig(batch_size=8, steps=6, log_every=3),
+    ),
+    # about 8.5 minutes for `aigc run` on 2 CPU cores (~0.15 s a step, AMD EPYC Zen 5, bf16):
+    # the paper's kernel 25 at half its width, the cheaper loss. Width 16 with kernel 9 made
+    # broadband clips at one pitch (none recognized after 3,800 steps). On `notes` it reached
+    # FAD 118 (floor 3.7) with 70% of clips recognized, 97% of them as the class asked; trained
+    # unconditional (model.conditional=false), FAD 202 and 7% recognized (README, "Audio
+    # generation")
+    "cpu": Preset(
+        WaveGANConfig(width=32, kernel=25, **_NOTES),
+        WaveGANTrainConfig(
+            batch_size=32, steps=3000, log_every=250, lr=2e-4, penalty=1.0, checkpoint_every=1000
+        ),
+    ),
+    # the paper's model and loss (d=64, kernel 25, WGAN-GP, 5 critic steps); meant for a GPU
+    "gpu": Preset(
+        WaveGANConfig(**_NOTES),
+        WaveGANTrainConfig(
+            batch_size=64,
+            steps=20000,
+            log_every=500,
+            loss="wgan-gp",
+            d_steps=5,
+            penalty=10.0,
+            checkpoint_every=2000,
+        ),
+    ),
+}
 
 # FAD in the audio evaluator's feature space, with the image gate's evaluator floor (below 90%
 # held-out accuracy its features mean little) and a looser memorization ceiling: the evaluator's
@@ -60,21 +105,8 @@ def prepare(model_cfg: WaveGANConfig, data: TrainData) -> WaveGANConfig:
         ) from None
     if data.sample_rate < 1:
         raise ValueError("the wavegan family needs the clips' sample rate; this data has none")
-    changes: dict = {"length": length, "sample_rate": int(data.sample_rate)}
-    if model_cfg.conditional:
-        k = data.num_classes
-        if k < 2:
-            raise ValueError(
-                f"a conditional wavegan learns one sound per class, but this snapshot has {k} "
-                f"class{'es' if k != 1 else ''}: ingest a folder with one subfolder per class "
-                "or choose an unconditional preset"
-            )
-        if model_cfg.num_classes and model_cfg.num_classes != k:  # a warm start's own classes
-            raise ValueError(
-                f"the wavegan model was trained on {model_cfg.num_classes} classes, this "
-                f"snapshot has {k}: warm-start it on a snapshot with the same classes"
-            )
-        changes["num_classes"] = k
+    k = classes_if_labelled(model_cfg, data, "wavegan")
+    changes = {"length": length, "sample_rate": int(data.sample_rate), "num_classes": k}
     return dataclasses.replace(model_cfg, **changes)
 
 
@@ -106,7 +138,7 @@ def evaluate(inputs: EvalInputs) -> Evaluation:
 FAMILY = Family(
     name="wavegan",
     kind="audio",
-    presets={name: Preset(*p) for name, p in PRESETS.items()},  # (model, train) pairs there
+    presets=PRESETS,
     model_config=model_config,
     train_config=train_config,
     build_job=build_job,

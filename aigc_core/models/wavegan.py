@@ -16,12 +16,14 @@ Phase shuffle (the paper, section 3.3): every discriminator activation map is sh
 random whole number of samples in [-n, n] (reflection padding), independently per example, so D
 cannot tell real from fake by the phase of the generator's transposed-convolution artifacts.
 
-`kernel` is 25 in the paper; the cpu preset uses a shorter one (cost is linear in it). Lengths
+`kernel` is 25 in the paper; the smoke preset uses a shorter one (cost is linear in it). Lengths
 are 16 * 4**k samples (1024, 4096, 16384, 65536).
 
-Class-conditional (`conditional=True`, `num_classes` K filled in from the training data), as the
-DCGAN's: a (K, K) label embedding concatenated to z (Mirza & Osindero 2014) and a projection
-discriminator (Miyato & Koyama 2018): D's logit gains <embed(y), h> with h its last features.
+Class-conditional when `conditional` is on (the default) and the training data has two classes or
+more (`num_classes` K, filled in from the data; 0: an unconditional model), as the diffusion
+family decides. The conditional model is the conditional DCGAN's: a (K, K) label embedding
+concatenated to z (Mirza & Osindero 2014) and a projection discriminator (Miyato & Koyama 2018):
+D's logit gains <embed(y), h> with h its last features.
 """
 
 from __future__ import annotations
@@ -42,13 +44,14 @@ from aigc_core.config_types import (
     DerivedInt,
     NonNegativeInt,
     PositiveInt,
-    class_count,
 )
 from aigc_core.models.dcgan import check_labels
 
 BASE_LENGTH = 16  # samples after the generator's linear layer
 STRIDE = 4
-# the snapshot's sample rate, which a saved model writes its WAV files at
+# filled in from the snapshot (`families.wavegan.prepare`), not settable: the clips' length in
+# samples and their sample rate, which a saved model writes its WAV files at
+Length = Annotated[int, Field(strict=True, ge=1, json_schema_extra=DERIVED)]
 SampleRate = Annotated[int, Field(strict=True, ge=1, json_schema_extra=DERIVED)]
 
 
@@ -71,18 +74,19 @@ class WaveGANConfig:
     """latent size (the paper's 100); named as the DCGAN's so the sampling code is shared"""
     width: PositiveInt = 64
     """d: channels of the generator's last hidden layer and of D's first (the paper's 64)"""
-    length: PositiveInt = 16384
-    """samples per clip, 16 * 4**k; the snapshot's clip length"""
+    length: Length = 16384
+    """samples per clip, 16 * 4**k: the snapshot's clip length"""
     kernel: PositiveInt = 25
     """length of every (transposed) convolution kernel (the paper's 25)"""
     phase_shuffle: NonNegativeInt = 2
     """n of D's phase shuffle: shifts in [-n, n] samples (the paper's 2; 0: off)"""
     sample_rate: SampleRate = 16000
     """Hz: the training snapshot's rate, which generated WAV files are written at"""
-    conditional: Bool = False
-    """class-conditional: generator and discriminator take labels"""
+    conditional: Bool = True
+    """class-conditional when the training data has 2 classes or more: generator and
+    discriminator take labels (false: unconditional on any data)"""
     num_classes: DerivedInt = 0
-    """classes of a conditional model, filled in from the training data (0: unconditional)"""
+    """the snapshot's classes when conditional, filled in from the data (0: unconditional)"""
 
     def __post_init__(self):
         upsampling_layers(self.length)
@@ -116,7 +120,7 @@ class Generator(nn.Module):
     def __init__(self, cfg: WaveGANConfig):
         super().__init__()
         self.cfg = cfg
-        c, k = cfg.top_channels, class_count(cfg)
+        c, k = cfg.top_channels, cfg.num_classes
         pad, out_pad = _padding(cfg.kernel)
         layers: list[nn.Module] = [
             nn.Linear(cfg.z_dim + k, BASE_LENGTH * c),  # (B, 16*C0)
@@ -167,7 +171,7 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: WaveGANConfig):
         super().__init__()
         self.cfg = cfg
-        k = class_count(cfg)
+        k = cfg.num_classes
         pad = (cfg.kernel - 1) // 2  # out = ceil(in / 4) for every kernel length
         layers: list[nn.Module] = []
         c_in, c = 1, cfg.width

@@ -142,8 +142,7 @@ def train_model(
         start = restore(job, latest[1])
         log.info("resumed from %s at step %d", latest[0], start)
     elif init_from is not None:
-        family.served_module(job).load_state_dict(read_weights(Path(init_from) / WEIGHTS, device))
-        log.info("warm start from %s", init_from)
+        warm_start(family.served_module(job), Path(init_from), saved, model_cfg, device)
 
     config = {
         "family": name,
@@ -183,3 +182,28 @@ def train_model(
         resumed_from=latest[0] if latest else None,
         last_checkpoint=last[-1] if last else None,
     )
+
+
+def warm_start(module: nn.Module, init_from: Path, saved: dict, model_cfg, device) -> None:
+    """Load a saved model's weights into the module built for this data; weights that do not
+    fit (the data changed a setting the family derives from it: a clip length, a class count)
+    are a `ValueError` naming those settings, not torch's list of tensor shapes."""
+    try:
+        module.load_state_dict(read_weights(init_from / WEIGHTS, device))
+    except RuntimeError as e:
+        now = settings.config_dict(model_cfg)
+        changed = [
+            f"model.{k} {saved[k]!r} -> {now[k]!r}"
+            for k in sorted(settings.derived_fields(model_cfg))
+            if k in saved and k in now and saved[k] != now[k]
+        ]
+        why = (
+            "this snapshot changes what the model derives from its data: " + ", ".join(changed)
+            if changed
+            else str(e).splitlines()[0]
+        )
+        raise ValueError(
+            f"--init-from {init_from}: its weights do not fit the model for this snapshot ({why});"
+            " warm-start it on data of the same shape, or train from scratch"
+        ) from None
+    log.info("warm start from %s", init_from)

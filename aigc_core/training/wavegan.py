@@ -1,5 +1,6 @@
 """Adversarial training of WaveGAN (`aigc_core.models.wavegan`): its train config, one step, the
-job that `loop.fit` (and so the engine) runs resumably, and the presets.
+job that `loop.fit` (and so the engine) runs resumably. The presets are the family's
+(`aigc_core.families.wavegan`).
 
 Two losses (`loss`):
 - "wgan-gp", the paper's: Wasserstein critic with a gradient penalty (Gulrajani et al. 2017,
@@ -90,47 +91,6 @@ class WaveGANTrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# (model config, train config) per preset; the family fills in length, sample_rate and
-# num_classes from the snapshot (the values here are the built-in `notes` set's: 8 kHz, 4096)
-_NOTES = dict(length=4096, sample_rate=8000)
-PRESETS: dict[str, tuple[WaveGANConfig, WaveGANTrainConfig]] = {
-    # seconds: tests and CI
-    "smoke": (
-        WaveGANConfig(z_dim=16, width=4, kernel=9, **_NOTES),
-        WaveGANTrainConfig(batch_size=8, steps=6, log_every=3),
-    ),
-    # about 8.5 minutes for `aigc run` on 2 CPU cores (~0.15 s a step, AMD EPYC Zen 5, bf16):
-    # the paper's kernel 25 at half its width, the cheaper loss. Width 16 with kernel 9 made
-    # broadband clips at one pitch (none recognized after 3,800 steps). On `notes` this one
-    # reached FAD 202 (floor 3.7), 7% of clips recognized; cpu-conditional FAD 118, 70%
-    # recognized, 97% the class asked (README, "Audio generation")
-    "cpu": (
-        WaveGANConfig(width=32, kernel=25, **_NOTES),
-        WaveGANTrainConfig(
-            batch_size=32, steps=3000, log_every=250, lr=2e-4, penalty=1.0, checkpoint_every=1000
-        ),
-    ),
-    # the paper's model and loss (d=64, kernel 25, WGAN-GP, 5 critic steps); meant for a GPU
-    "gpu": (
-        WaveGANConfig(**_NOTES),
-        WaveGANTrainConfig(
-            batch_size=64,
-            steps=20000,
-            log_every=500,
-            loss="wgan-gp",
-            d_steps=5,
-            penalty=10.0,
-            checkpoint_every=2000,
-        ),
-    ),
-}
-PRESETS |= {
-    f"{name}-conditional": (dataclasses.replace(m, conditional=True), t)
-    for name, (m, t) in list(PRESETS.items())
-    if name in ("smoke", "cpu")
-}
 
 
 @dataclasses.dataclass

@@ -62,7 +62,7 @@ def stages(tmp_path_factory):
         )
         trained = train_run(
             snap.ref(),
-            "smoke-conditional",
+            "smoke",
             str(home.root),
             family="wavegan",
             config={"train": {"steps": 4, "log_every": 2}},

@@ -4,6 +4,7 @@ two steps, saves its served module, loads its generator and answers its input ex
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pickle
@@ -358,7 +359,7 @@ def test_the_families_command_lists_built_ins_and_plugins(plugins):
 
 def test_wavegan_takes_the_snapshots_length_rate_and_classes():
     wavegan = families.get("wavegan")
-    model, _ = wavegan.preset("smoke-conditional")
+    model, _ = wavegan.preset("smoke")
     clips = torch.zeros(6, 1, 1024, dtype=torch.int16)
     data = TrainData(audio=clips, sample_rate=16000, labels=torch.arange(6) % 3, num_classes=3)
     cfg = wavegan.prepare(model, data)
@@ -367,9 +368,37 @@ def test_wavegan_takes_the_snapshots_length_rate_and_classes():
         ValueError, match="clips of 16 \\* 4\\*\\*k samples; this snapshot's are 1000"
     ):
         wavegan.prepare(model, TrainData(audio=clips[..., :1000], sample_rate=16000))
-    with pytest.raises(ValueError, match="a conditional wavegan learns one sound per class, but"):
-        wavegan.prepare(model, TrainData(audio=clips, sample_rate=16000, num_classes=1))
+    # one class, no labels, or conditional off: an unconditional model
+    for data, conditional in (
+        (TrainData(audio=clips, sample_rate=16000, num_classes=1), True),
+        (TrainData(audio=clips, sample_rate=16000), True),
+        (
+            TrainData(audio=clips, sample_rate=16000, labels=torch.arange(6) % 3, num_classes=3),
+            False,
+        ),
+    ):
+        asked = dataclasses.replace(model, conditional=conditional)
+        assert wavegan.prepare(asked, data).num_classes == 0
     with pytest.raises(ValueError, match="trained on 3 classes, this snapshot has 5"):
         wavegan.prepare(cfg, TrainData(audio=clips, sample_rate=16000, num_classes=5))
     with pytest.raises(ValueError, match="the wavegan family trains on audio; this snapshot has"):
         wavegan.prepare(model, TrainData(images=torch.rand(2, 1, 28, 28)))
+
+
+def test_a_warm_start_on_data_of_another_shape_names_the_setting(tmp_path):
+    """A WaveGAN trained on 1024-sample clips cannot start a model of 4096-sample ones: the
+    error names the derived setting that changed, not torch's tensor shapes."""
+    wavegan = families.get("wavegan")
+    train = {"steps": 1, "bf16": False}
+
+    def data(length: int) -> TrainData:
+        return TrainData(audio=torch.zeros(8, 1, length, dtype=torch.int16), sample_rate=8000)
+
+    r = engine.train_model(wavegan, "smoke", data(1024), CPU, tmp_path / "a", overrides=train)
+    save_model(tmp_path / "model", *r.served_module())
+    with pytest.raises(ValueError, match=r"model.length 1024 -> 4096.*same shape") as e:
+        engine.train_model(
+            wavegan, "smoke", data(4096), CPU, tmp_path / "b",
+            init_from=tmp_path / "model", overrides=train,
+        )  # fmt: skip
+    assert "size mismatch" not in str(e.value)

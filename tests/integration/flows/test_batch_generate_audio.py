@@ -25,7 +25,7 @@ TONES = {"low": 300.0, "high": 600.0}
 
 @pytest.fixture(scope="module")
 def audio_champion(tmp_path_factory):
-    """A home whose champion is a smoke-conditional WaveGAN on two classes of tones."""
+    """A home whose champion is a smoke WaveGAN (conditional) on two classes of tones."""
     home = tmp_path_factory.mktemp("audio-home")
     folder = home.parent / "tones"
     t = np.arange(int(0.5 * RATE)) / RATE
@@ -38,7 +38,7 @@ def audio_champion(tmp_path_factory):
         dataset="tones",
         path=str(folder),
         family="wavegan",
-        preset="smoke-conditional",
+        preset="smoke",
         n_generate=8,
         home=str(home),
     )
