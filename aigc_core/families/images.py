@@ -62,7 +62,8 @@ def conditional_presets(presets: dict[str, Preset], names: tuple[str, ...]) -> d
 
 def augmented_presets(presets: dict[str, Preset], names: tuple[str, ...]) -> dict:
     """`presets` followed by a "<name>-augment" variant of each of `names`: the same settings
-    with the train config's augmentation on (`aigc_core.training.augment`, its defaults)."""
+    with the train config's augmentation on (`aigc_core.training.augment`, or `augment_audio`
+    for an audio trainer: its defaults)."""
     out = dict(presets)
     for name in names:
         train = presets[name].train

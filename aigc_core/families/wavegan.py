@@ -9,6 +9,10 @@ or more; a one-class or unlabelled folder trains an unconditional model, and
 pyfunc answers base64 WAV rows (`aigc_core.generation.audio.AudioGenerator`) and the evaluator
 is the per-snapshot audio classifier (`aigc_core.evaluation.audio_eval`: FAD, recognition,
 memorization).
+
+The "cpu-augment" preset is `cpu` with the real clips the discriminator sees augmented (random
+gain, time shift and noise; pitch shift stays off, as on pitch-labelled data it changes the
+label: `aigc_core.training.augment_audio`).
 """
 
 from __future__ import annotations
@@ -37,13 +41,13 @@ from aigc_core.training.wavegan import WaveGANJob, WaveGANTrainConfig
 # length, sample_rate and num_classes are filled in from the snapshot (`prepare`); the values
 # here are the built-in `notes` set's (8 kHz, 4096 samples), which the presets were sized on
 _NOTES = dict(length=4096, sample_rate=8000)
-PRESETS = {
+_PRESETS = {
     # seconds: tests and CI
     "smoke": Preset(
         WaveGANConfig(z_dim=16, width=4, kernel=9, **_NOTES),
         WaveGANTrainConfig(batch_size=8, steps=6, log_every=3),
     ),
-    # about 8.5 minutes for `aigc run` on 2 CPU cores (~0.15 s a step, AMD EPYC Zen 5, bf16):
+    # about 9 minutes for `aigc run` on 2 CPU cores (~0.15 s a step, AMD EPYC Zen 5, bf16):
     # the paper's kernel 25 at half its width, the cheaper loss. Width 16 with kernel 9 made
     # broadband clips at one pitch (none recognized after 3,800 steps). On `notes` it reached
     # FAD 118 (floor 3.7) with 70% of clips recognized, 97% of them as the class asked; trained
@@ -69,6 +73,10 @@ PRESETS = {
         ),
     ),
 }
+
+# cpu-augment: with the real clips the discriminator sees augmented (the generic image helper
+# turns any train config's `augment.enabled` on)
+PRESETS = images.augmented_presets(_PRESETS, ("cpu",))
 
 # FAD in the audio evaluator's feature space, with the image gate's evaluator floor (below 90%
 # held-out accuracy its features mean little) and a looser memorization ceiling: the evaluator's

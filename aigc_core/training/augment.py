@@ -29,8 +29,10 @@ about 1.4 px here). The defaults are for 28x28 images; the distances are in pixe
 Text gets no augmentation, by design: a character-level language model learns the exact
 distribution of characters, and synthetic edits (swapped, deleted or inserted characters,
 replaced words) are typos it would learn to write; its metric, nats per character, is measured
-on real text, which edits move the model away from. Audio (gain, time shift, noise, pitch shift)
-gets its own transforms when that kind lands.
+on real text, which edits move the model away from. Audio has its own transforms (random gain
+with a peak limit, time shift, noise at a random SNR, a small pitch shift that is off by
+default and capped on pitch-labelled data) in `aigc_core.training.augment_audio`, seeded by
+this module's `step_generator`.
 """
 
 from __future__ import annotations

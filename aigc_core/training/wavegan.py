@@ -21,6 +21,11 @@ uninterrupted one (CPU).
 
 A conditional model (`num_classes` > 0) draws each batch's labels with its clips and asks the
 generator for the same labels, as the conditional DCGAN does.
+
+With `augment.enabled` the real clips the discriminator sees are augmented (random gain, time
+shift, noise, and an optional small pitch shift: `aigc_core.training.augment_audio`, seeded by
+step, so a resumed run augments as the uninterrupted one did and the batches drawn are the same
+with augmentation on or off).
 """
 
 from __future__ import annotations
@@ -48,6 +53,11 @@ from aigc_core.config_types import (
 )
 from aigc_core.models.wavegan import Discriminator, Generator, WaveGANConfig
 from aigc_core.training import ddp
+from aigc_core.training.augment_audio import (
+    AudioAugmentConfig,
+    AudioAugmenter,
+    check_pitch_labels,
+)
 from aigc_core.training.device import autocast, bf16_supported
 from aigc_core.training.gan import check_labels
 from aigc_core.training.loop import optimizer_kwargs
@@ -84,6 +94,8 @@ class WaveGANTrainConfig:
     """used only where the device supports it"""
     checkpoint_every: NonNegativeInt = 0
     """steps; 0: only at the end (and on SIGTERM)"""
+    augment: AudioAugmentConfig = AudioAugmentConfig()
+    """augmentation of the real clips the discriminator sees (off by default)"""
 
     @property
     def total_steps(self) -> int:
@@ -212,6 +224,7 @@ class WaveGANJob:
     ):
         check_clips(clips, model_cfg)
         labels = check_labels(labels, clips, model_cfg, "WaveGAN")
+        check_pitch_labels(train_cfg.augment, labelled=labels is not None)
         self.model_cfg, self.train_cfg, self.device = model_cfg, train_cfg, device
         self.gan = build_wavegan(model_cfg, train_cfg, device)
         if ddp.is_distributed():
@@ -225,15 +238,18 @@ class WaveGANJob:
         self.labels = None if labels is None else labels.to(device)
         self.use_bf16 = train_cfg.bf16 and bf16_supported(device)
         self.rng = torch.Generator(device="cpu").manual_seed(train_cfg.seed + 1000 * ddp.rank())
+        self.augment = AudioAugmenter.of(train_cfg, ddp.rank())
         self.monitor = monitor
         self.modules = {"generator": self.gan.generator, "discriminator": self.gan.discriminator}
         self.optimizers = {"generator": self.gan.opt_g, "discriminator": self.gan.opt_d}
         self.samples_per_step = train_cfg.batch_size
         log.info(
-            "training WaveGAN (%s) on %s (bf16=%s): %d clips of %d samples, %d steps of %d",
+            "training WaveGAN (%s) on %s (bf16=%s, augment=%s): %d clips of %d samples, "
+            "%d steps of %d",
             train_cfg.loss,
             device,
             self.use_bf16,
+            self.augment.active,
             len(self.data),
             model_cfg.length,
             train_cfg.total_steps,
@@ -253,12 +269,19 @@ class WaveGANJob:
         cfg, gan = self.train_cfg, self.gan
         g_run = gan.wrapped[0] if gan.wrapped else gan.generator
         lazy = cfg.loss == "wgan-gp" or step % cfg.penalty_every == 0
+        # Only the real clips are augmented, as the DCGAN's real images (`gan.GANJob`): D
+        # learns that a louder, later, noisier or slightly detuned note is still real, which
+        # is what a real recording of it could be; what leaks into G stays plausible. Every
+        # batch of the step draws from the step's one generator, in order.
+        aug = self.augment.generator(step)
         for _ in range(cfg.d_steps - 1):  # extra critic updates on fresh batches (WGAN-GP)
             real, z, labels = self._batch()
+            real = self.augment(real, aug)
             with torch.no_grad(), autocast(self.device, self.use_bf16):
                 fake = g_run(z, *(() if labels is None else (labels,)))
             discriminator_step(gan, cfg, real, fake, labels, self.use_bf16, lazy)
         real, z, labels = self._batch()
+        real = self.augment(real, aug)  # (B, 1, L) in [-1, 1]
         with autocast(self.device, self.use_bf16):
             fake = g_run(z, *(() if labels is None else (labels,)))  # (B, 1, L)
         loss_d, pen = discriminator_step(gan, cfg, real, fake, labels, self.use_bf16, lazy)
