@@ -9,6 +9,10 @@ metrics' definitions.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
 from aigc_core import progress
 from aigc_core.data.snapshot import text_split
 from aigc_core.evaluation.text import generation_metrics, heldout_nats, language_model_metrics
@@ -20,6 +24,8 @@ SAMPLE_SEED = 2024  # fixed: every candidate samples from the same seeds
 TEXT_HELDOUT_CHARS = 50_000  # held-out characters scored
 TEXT_SAMPLES, TEXT_SAMPLE_CHARS, TEXT_PROMPT_CHARS = 32, 200, 8
 SAMPLES_TABLE = "text_samples.json"  # the samples as an MLflow table artifact
+
+T = TypeVar("T")
 
 
 def text_metrics(
@@ -51,19 +57,29 @@ def text_metrics(
     return metrics, rows
 
 
-def evaluate_text(inputs: EvalInputs, generator: TextGenerator) -> Evaluation:
-    """The text scores of `generator` on the snapshot of `inputs` (documents of a split joined
-    by blank lines, as training joins them). Reports progress as stage "evaluate", 1 step."""
+def score_splits(inputs: EvalInputs, score: Callable[[str, str], T]) -> T:
+    """`score(train_text, val_text)` on the snapshot of `inputs` (documents of a split joined
+    by blank lines, as training joins them); reports progress as stage "evaluate", 1 step.
+    The text families' and the sentence VAE's evaluations both score this way."""
     progress.report("evaluate", 0, 1)
-    metrics, samples = text_metrics(
-        generator,
+    out = score(
         "\n\n".join(text_split(inputs.table, "train")),
         "\n\n".join(text_split(inputs.table, "validation")),
     )
     progress.report("evaluate", 1, 1)
+    return out
+
+
+def samples_summary(metrics: dict[str, float]) -> str:
+    """The samples' part of a text evaluation's summary: distinct-2 and novelty."""
+    return f"distinct-2 {metrics['distinct_2']:.3f}, novelty {metrics['novelty']:.3f}"
+
+
+def evaluate_text(inputs: EvalInputs, generator: TextGenerator) -> Evaluation:
+    """The text scores of `generator` on the snapshot of `inputs` (`score_splits`)."""
+    metrics, samples = score_splits(inputs, functools.partial(text_metrics, generator))
     summary = (
         f"held-out {metrics['bits_per_char']:.4f} bits/char (perplexity "
-        f"{metrics['perplexity']:.3f}), distinct-2 {metrics['distinct_2']:.3f}, novelty "
-        f"{metrics['novelty']:.3f}"
+        f"{metrics['perplexity']:.3f}), {samples_summary(metrics)}"
     )
     return Evaluation(metrics=metrics, summary=summary, tables={SAMPLES_TABLE: samples})

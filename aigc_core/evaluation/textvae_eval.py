@@ -11,9 +11,10 @@ between two held-out sentences, as tables.
 
 from __future__ import annotations
 
-from aigc_core import progress
-from aigc_core.data.snapshot import text_split
+import functools
+
 from aigc_core.evaluation.text import generation_metrics
+from aigc_core.evaluation.text_eval import samples_summary, score_splits
 from aigc_core.families.base import EvalInputs, Evaluation
 from aigc_core.generation.textvae import TextVAEGenerator
 from aigc_core.training.textvae import encode_batch, heldout_scores, sentences
@@ -66,19 +67,11 @@ def textvae_metrics(
 
 
 def evaluate_textvae(inputs: EvalInputs, generator: TextVAEGenerator) -> Evaluation:
-    """The sentence VAE's scores on the snapshot of `inputs` (documents of a split joined by
-    blank lines, as training joins them). Reports progress as stage "evaluate", 1 step."""
-    progress.report("evaluate", 0, 1)
-    metrics, tables = textvae_metrics(
-        generator,
-        "\n\n".join(text_split(inputs.table, "train")),
-        "\n\n".join(text_split(inputs.table, "validation")),
-    )
-    progress.report("evaluate", 1, 1)
+    """The sentence VAE's scores on the snapshot of `inputs` (`score_splits`)."""
+    metrics, tables = score_splits(inputs, functools.partial(textvae_metrics, generator))
     summary = (
         f"held-out -ELBO {metrics['neg_elbo_per_char']:.4f} nats/char, KL {metrics['kl']:.3f} "
         f"nats/sentence, {metrics['active_units']:.0f} active units, reconstruction "
-        f"{metrics['recon_accuracy']:.3f}, distinct-2 {metrics['distinct_2']:.3f}, novelty "
-        f"{metrics['novelty']:.3f}"
+        f"{metrics['recon_accuracy']:.3f}, {samples_summary(metrics)}"
     )
     return Evaluation(metrics=metrics, summary=summary, tables=tables)

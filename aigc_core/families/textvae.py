@@ -7,7 +7,8 @@ characters of the training text, is stored in its config. Saved, served and warm
 the encoder serves prompts' and interpolations' posterior means. Generation
 (`aigc_core.generation.textvae`): an empty prompt samples the prior, a prompt is teacher-forced
 after a prior z and continued, an interpolation batch (`aigc generate --interpolate A B
---steps K`) decodes points between two posterior means.
+--steps K`), or a served request with the params `interpolate_to` and `steps`, decodes points
+between two posterior means.
 
 The gate's primary metric is the held-out negative ELBO in nats per character (lower is
 better); a collapsed posterior (no active unit, or a KL under 0.1 nats per sentence: the
@@ -22,8 +23,7 @@ import logging
 
 from aigc_core.families import text
 from aigc_core.families.base import EvalInputs, Evaluation, Family, Preset, TrainData
-from aigc_core.generation.text_options import PREDICT_PARAMS
-from aigc_core.generation.textvae import TextVAEGenerator
+from aigc_core.generation.textvae import PREDICT_PARAMS, TextVAEGenerator
 from aigc_core.models.io import CONFIG, WEIGHTS, config_fields, load_weights, read_config
 from aigc_core.models.textvae import TextVAE, TextVAEConfig
 from aigc_core.promotion import GatePolicy
@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 NAME = "textvae"
 VAL_FRACTION = 0.1  # of the sentences, held out when the snapshot has no validation text
 
-# the vocabulary is filled in from the training text (`prepare`)
+# the vocabulary is filled in from the training text (`prepare`); the cpu and gpu presets train
+# against posterior collapse with word dropout and free bits
+_AGAINST_COLLAPSE = dict(word_dropout=0.3, free_bits=0.05)
 PRESETS = {
     "smoke": Preset(
         TextVAEConfig(vocab="", embed_dim=16, hidden=32, z_dim=8, max_len=48),
@@ -53,8 +55,7 @@ PRESETS = {
             checkpoint_every=200,
             kl_anneal="linear",
             anneal_steps=400,
-            word_dropout=0.3,
-            free_bits=0.05,
+            **_AGAINST_COLLAPSE,
         ),
     ),
     "gpu": Preset(
@@ -68,8 +69,7 @@ PRESETS = {
             checkpoint_every=2000,
             kl_anneal="sigmoid",
             anneal_steps=5000,
-            word_dropout=0.3,
-            free_bits=0.05,
+            **_AGAINST_COLLAPSE,
         ),
     ),
 }

@@ -24,7 +24,8 @@ which does not import torch: the CLI checks them before anything slow starts.
 `TextGenerator` puts these to work on a character-level language model `(ids (B, T)) ->
 (logits (B, T, V), ...)` with `cfg.vocab` and `cfg.block_size`: batched `generate` and `score`
 (what content batches and evaluation use) and the pyfunc request/response `predict`, whose
-sampling options are the request's `params` (`PREDICT_PARAMS`, checked by `request_options`).
+sampling options are the request's `params` (`PREDICT_PARAMS`, checked by `request_options`),
+its rows read by `request_rows` (which the text VAE's `predict` shares).
 
 A model with `decoder()` (a `Decoder`: the Transformer's key/value cache, the LSTM's carried
 state) is decoded incrementally by `CachedLogits`: one token's forward pass per step while the
@@ -37,8 +38,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -290,10 +291,97 @@ def token_logprobs(
     return out
 
 
-def _missing(v) -> bool:
+def prompt_seeds(seed: int | Sequence[int], n: int) -> list[int]:
+    """One seed per prompt of `n`: `seed` as given (one per prompt), or stream i of one seed
+    (`shard_seed`) for prompt i."""
+    if isinstance(seed, Sequence):
+        seeds = [int(s) for s in seed]
+    else:
+        seeds = [shard_seed(int(seed), i) for i in range(n)]
+    if len(seeds) != n:
+        raise ValueError(f"got {len(seeds)} seeds for {n} prompts")
+    return seeds
+
+
+def same_length_batches(seqs: Sequence[torch.Tensor], batch_size: int) -> Iterator[list[int]]:
+    """Indices of `seqs` in batches of at most `batch_size` sequences of one length (stacked
+    without padding), lengths in the order they first appear."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, s in enumerate(seqs):
+        groups[len(s)].append(i)
+    for members in groups.values():
+        for j in range(0, len(members), batch_size):
+            yield members[j : j + batch_size]
+
+
+@dataclass(frozen=True)
+class TextBatch:
+    """One batch of `TextGenerator.generate`, which a generator decodes its own way
+    (`sample_batch`): prompts whose contexts have one length, a seed each, and the request's
+    sampling options (the stop strings both as token ids in `params` and as given)."""
+
+    prompts: list[str]
+    contexts: list[torch.Tensor]  # (T,) each, one T
+    seeds: list[int]
+    params: SamplingParams
+    stop: tuple[str, ...]
+    cache: bool  # decode with the model's `decoder()` where it has one
+
+
+def missing(v) -> bool:
+    """Whether a request row's cell holds no value (None, NA, NaN: the row left the option to
+    the request's params)."""
     if isinstance(v, list | tuple | np.ndarray):
         return False
     return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """One row of a text request (`TextGenerator.predict`) with its sampling options resolved:
+    the request's params, and the row's own value where it gives one. `values`: the row as
+    given, for the options of a generator beyond `PREDICT_PARAMS` (the text VAE's)."""
+
+    index: int  # the row's position in the request
+    prompt: str
+    options: dict[str, Any]  # every PREDICT_PARAMS option, checked
+    own_seed: bool  # the row gave its own seed
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stream_seed(self) -> int:
+        """The seed of the row's text: stream `index` of the request's seed, or stream 0 of the
+        row's own (so a one-row request answers the same either way)."""
+        return shard_seed(self.options["seed"], 0 if self.own_seed else self.index)
+
+    def answer(self, text: str, finish_reason: str) -> dict[str, Any]:
+        """A response row for this request row."""
+        return {
+            "request": self.index,
+            "prompt": self.prompt,
+            "seed": self.options["seed"],
+            "text": text,
+            "finish_reason": finish_reason,
+        }
+
+
+def request_rows(request: pd.DataFrame, params: Mapping[str, Any] | None) -> list[RequestRow]:
+    """The rows of a text request, every option checked before any text is generated
+    (RequestError naming the option, and the row where a row gave it)."""
+    base = request_options(params)
+    if "prompt" not in request.columns:
+        raise RequestError(
+            f"a text request needs a 'prompt' column; got columns {list(request.columns)}"
+        )
+    rows = []
+    for req, row in enumerate(request.to_dict("records")):
+        opts, own_seed = dict(base), False
+        for name in PREDICT_PARAMS:
+            if name in row and not missing(row[name]):
+                opts[name] = request_option(name, row[name], f"in row {req}")
+                own_seed = own_seed or name == "seed"
+        rows.append(RequestRow(req, str(row["prompt"]), opts, own_seed, row))
+    return rows
 
 
 class TextGenerator:
@@ -371,14 +459,10 @@ class TextGenerator:
         the sampling options, never on the other prompts. Prompts of equal length share
         batches. `cache`: decode with the model's `decoder()` where it has one; False runs the
         model on the whole (cropped) context for every token (`cropped_logits`), the reference
-        the cached decoder matches."""
+        the cached decoder matches. A generator of another kind of model (the text VAE's)
+        keeps these checks and batches and decodes a batch its own way (`sample_batch`)."""
         TextSampling(max_new_tokens, temperature, top_k, top_p, tuple(stop))  # range checks
-        if isinstance(seed, Sequence):
-            seeds = [int(s) for s in seed]
-        else:
-            seeds = [shard_seed(int(seed), i) for i in range(len(prompts))]
-        if len(seeds) != len(prompts):
-            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+        seeds = prompt_seeds(seed, len(prompts))
         params = SamplingParams(
             max_new_tokens=max_new_tokens,
             temperature=temperature,
@@ -386,27 +470,34 @@ class TextGenerator:
             top_p=top_p,
             stop=self.stop_ids(stop),
         )
-        block, device = self.model.cfg.block_size, self._device()
-        incremental = cache and hasattr(self.model, "decoder")
         contexts = [self.context_ids(p) for p in prompts]
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, ids in enumerate(contexts):
-            groups[len(ids)].append(i)
         out: list[tuple[str, str]] = [("", "")] * len(prompts)
         with torch.inference_mode():
-            for members in groups.values():
-                for j in range(0, len(members), batch_size):
-                    rows = members[j : j + batch_size]
-                    ids = torch.stack([contexts[i] for i in rows])  # (B, T)
-                    next_logits = (
-                        CachedLogits(self.model.decoder(), block, device)
-                        if incremental
-                        else cropped_logits(self.model, block, device)
-                    )
-                    sampled = sample_tokens(next_logits, ids, params, [seeds[i] for i in rows])
-                    for i, s in zip(rows, sampled, strict=True):
-                        out[i] = (decode(s.ids, self.vocab), s.finish_reason)
+            for rows in same_length_batches(contexts, batch_size):
+                batch = TextBatch(
+                    [prompts[i] for i in rows],
+                    [contexts[i] for i in rows],
+                    [seeds[i] for i in rows],
+                    params,
+                    tuple(stop),
+                    cache,
+                )
+                for i, result in zip(rows, self.sample_batch(batch), strict=True):
+                    out[i] = result
         return out
+
+    def sample_batch(self, batch: TextBatch) -> list[tuple[str, str]]:
+        """(continuation, finish_reason) per prompt of one batch of `generate`; the sampler
+        stops at the stop strings (`params.stop`, as token ids)."""
+        block, device = self.model.cfg.block_size, self._device()
+        next_logits = (
+            CachedLogits(self.model.decoder(), block, device)
+            if batch.cache and hasattr(self.model, "decoder")
+            else cropped_logits(self.model, block, device)
+        )
+        ids = torch.stack(batch.contexts)  # (B, T)
+        sampled = sample_tokens(next_logits, ids, batch.params, batch.seeds)
+        return [(decode(s.ids, self.vocab), s.finish_reason) for s in sampled]
 
     def score(
         self, prompts: Sequence[str], texts: Sequence[str], batch_size: int = 256
@@ -423,52 +514,32 @@ class TextGenerator:
 
         contexts = [self.context_ids(p) for p in prompts]
         seqs = [torch.cat([c, encode(t, self.vocab)]) for c, t in zip(contexts, texts, strict=True)]
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, s in enumerate(seqs):
-            groups[len(s)].append(i)
         out = [math.nan] * len(texts)
         with torch.inference_mode():
-            for members in groups.values():
-                for j in range(0, len(members), batch_size):
-                    rows = members[j : j + batch_size]
-                    logp = token_logprobs(forward, torch.stack([seqs[i] for i in rows]), block)
-                    for r, i in enumerate(rows):
-                        if texts[i]:  # logp[:, t-1] scores token t; the text starts after it
-                            out[i] = float(-logp[r, len(contexts[i]) - 1 :].mean())
+            for rows in same_length_batches(seqs, batch_size):
+                logp = token_logprobs(forward, torch.stack([seqs[i] for i in rows]), block)
+                for r, i in enumerate(rows):
+                    if texts[i]:  # logp[:, t-1] scores token t; the text starts after it
+                        out[i] = float(-logp[r, len(contexts[i]) - 1 :].mean())
         return out
 
     def predict(
         self, request: pd.DataFrame, params: Mapping[str, Any] | None = None
     ) -> pd.DataFrame:
-        base = request_options(params)
-        if "prompt" not in request.columns:
-            raise RequestError(
-                f"a text request needs a 'prompt' column; got columns {list(request.columns)}"
-            )
-        rows = []
-        for req, row in enumerate(request.to_dict("records")):
-            opts, own_seed = dict(base), False
-            for name in PREDICT_PARAMS:
-                if name in row and not _missing(row[name]):
-                    opts[name] = request_option(name, row[name], f"in row {req}")
-                    own_seed = own_seed or name == "seed"
-            prompt = str(row["prompt"])
-            ((text, reason),) = self.generate(
-                [prompt],
-                opts["max_new_tokens"],
-                [shard_seed(opts["seed"], 0 if own_seed else req)],
-                opts["temperature"],
-                opts["top_k"] or None,  # 0: every token
-                opts["top_p"],
-                opts["stop"],
-            )
-            rows.append(
-                {
-                    "request": req,
-                    "prompt": prompt,
-                    "seed": opts["seed"],
-                    "text": text,
-                    "finish_reason": reason,
-                }
-            )
-        return pd.DataFrame(rows)
+        return pd.DataFrame(
+            [row.answer(*self.sample_row(row)) for row in request_rows(request, params)]
+        )
+
+    def sample_row(self, row: RequestRow) -> tuple[str, str]:
+        """(text, finish_reason) of one request row: its prompt continued under its options."""
+        opts = row.options
+        ((text, reason),) = self.generate(
+            [row.prompt],
+            opts["max_new_tokens"],
+            [row.stream_seed],
+            opts["temperature"],
+            opts["top_k"] or None,  # 0: every token
+            opts["top_p"],
+            opts["stop"],
+        )
+        return text, reason

@@ -152,7 +152,7 @@ class RequestError(ValueError):
     """A pyfunc request's option is of the wrong type or out of range; the message names it."""
 
 
-def _number(name: str, value, where: str, integer: bool) -> float | int:
+def request_number(name: str, value, where: str, integer: bool) -> float | int:
     """`value` as a number (an int when `integer`): NumPy scalars and, for integers, whole floats
     (what a column with missing rows holds) accepted; bools, text and NaN refused."""
     kind = "an integer" if integer else "a number"
@@ -199,7 +199,7 @@ def request_option(name: str, value, where: str = "in params"):
         raise RequestError(
             f"unknown option {name!r} {where}: the options are {', '.join(PREDICT_PARAMS)}"
         )
-    value = _number(name, value, where, integer=isinstance(PREDICT_PARAMS[name], int))
+    value = request_number(name, value, where, integer=isinstance(PREDICT_PARAMS[name], int))
     _check_range(name, value, where)
     return value
 

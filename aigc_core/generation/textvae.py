@@ -15,12 +15,18 @@ generator per row, so a row's text depends only on its own seed and prompt). Sto
 the text (finish reason "stop"); EOS ends it ("eos"); else "length". `score` is the mean
 reconstruction nats per character of a text given its prompt, at the posterior mean of the
 whole sentence (prompt + text): a bound below the sentence's true per-character NLL.
+
+Served (`predict`), a request row is the text families' (`TextGenerator.predict`), and also
+interpolates: with the params (or the row's columns) `interpolate_to`, a second sentence, and
+`steps` K (`PREDICT_PARAMS`), the row answers K rows, the path from its prompt to that sentence,
+`interpolate(prompt, interpolate_to, K, temperature, seed)` under the request's options (a
+deterministic path needs temperature 0, which `aigc generate --interpolate` defaults to; MLflow
+fills in the request's default, 1.0), each with its `step` (0..K-1) and `t` = step / (K - 1).
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,16 +34,32 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from aigc_core.generation.shards import shard_seed
-from aigc_core.generation.text import TextGenerator, cut_at_stop, next_token
+from aigc_core.generation import text_options
+from aigc_core.generation.text import (
+    RequestRow,
+    TextBatch,
+    TextGenerator,
+    cut_at_stop,
+    missing,
+    next_token,
+    request_rows,
+)
 from aigc_core.generation.text_options import (
     LatentPoint,
-    SamplingParams,
-    TextSampling,
+    RequestError,
     interpolation_points,
+    request_number,  # a request option's number check, shared with the sampling options'
 )
 from aigc_core.models.chars import decode, encode
 from aigc_core.models.textvae import TextVAE, decode_from, decoder_inputs
+
+# The served model's interpolation options, beside the sampling options: an MLflow param needs a
+# default of its type, and MLflow fills it in where a request leaves the param out, so these
+# defaults mean "not asked" (as the diffusion family's guidance -1.0 and sampling_steps 0 mean
+# "the model's default"): "" no second sentence, 0 no steps.
+INTERPOLATION_PARAMS: dict[str, Any] = {"interpolate_to": "", "steps": 0}
+MAX_INTERPOLATION_STEPS = 256  # points on one served path: bounds a request's time
+PREDICT_PARAMS: dict[str, Any] = {**text_options.PREDICT_PARAMS, **INTERPOLATION_PARAMS}
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -54,21 +76,12 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
 
 
-class TextVAEGenerator:
-    """A trained sentence VAE ready to sample, interpolate and score; `predict` is the text
-    families' request and response (`TextGenerator.predict`: a `prompt` column, the sampling
-    options as params)."""
+class TextVAEGenerator(TextGenerator):
+    """A trained sentence VAE ready to sample, interpolate and score: a `TextGenerator` (its
+    checks, batches, stop strings and request rows) whose batches are decoded from latent codes;
+    `predict` also interpolates (see the module docstring)."""
 
-    def __init__(self, model: TextVAE):
-        self.model = model.eval()
-        self.vocab: str = model.cfg.vocab
-
-    @property
-    def module(self) -> torch.nn.Module:
-        return self.model
-
-    def _device(self) -> torch.device:
-        return next(self.model.parameters()).device
+    model: TextVAE
 
     def context_ids(self, prompt: str) -> torch.Tensor:
         """(T,) character ids of the prompt the decoder is teacher-forced on (empty: none); the
@@ -89,10 +102,6 @@ class TextVAEGenerator:
         if not sentence:
             raise ValueError("cannot interpolate from an empty sentence: give two sentences")
         return self.context_ids(sentence)
-
-    def stop_ids(self, stop: Sequence[str]) -> tuple[tuple[int, ...], ...]:
-        """Stop strings as character ids; one the model can never write is an error."""
-        return TextGenerator.stop_ids(self, stop)  # the same check: characters of the vocab
 
     @torch.no_grad()
     def posterior_means(self, sentences: Sequence[str]) -> torch.Tensor:
@@ -118,58 +127,31 @@ class TextVAEGenerator:
         points = interpolation_points(a, b, steps)
         return self.generate(points, self.model.cfg.max_len + 1, seed, temperature)
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        max_new_tokens: int,
-        seed: int | Sequence[int],
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        stop: Sequence[str] = (),
-        batch_size: int = 256,
-    ) -> list[tuple[str, str]]:
-        """(text, finish_reason) per prompt (see the module docstring); `seed`: one per prompt
-        or one for the request, from which prompt i gets its own stream."""
-        TextSampling(max_new_tokens, temperature, top_k, top_p, tuple(stop))  # range checks
-        self.stop_ids(stop)
-        if isinstance(seed, Sequence):
-            seeds = [int(s) for s in seed]
-        else:
-            seeds = [shard_seed(int(seed), i) for i in range(len(prompts))]
-        if len(seeds) != len(prompts):
-            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
-        params = SamplingParams(
-            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
+    def sample_batch(self, batch: TextBatch) -> list[tuple[str, str]]:
+        """(text, finish_reason) per prompt of one batch of `generate` (see the module
+        docstring): z from each row's seed or its `LatentPoint`, the contexts (of one length)
+        teacher-forced, stop strings cut from the text. `batch.cache` changes nothing: the GRU
+        decoder always carries its state."""
+        cfg, device, params = self.model.cfg, self._device(), batch.params
+        gens = [torch.Generator().manual_seed(s) for s in batch.seeds]
+        z = torch.stack(
+            [
+                self.latent_point(p)
+                if isinstance(p, LatentPoint)
+                else torch.randn(cfg.z_dim, generator=g)
+                for p, g in zip(batch.prompts, gens, strict=True)
+            ]
+        ).to(device)  # (B, Z)
+        context = len(batch.contexts[0])
+        prefix = torch.stack(batch.contexts) if context else None
+        room = max(1, min(params.max_new_tokens, cfg.max_len + 1 - context))
+        new, ended = decode_from(
+            self.model, z, prefix, room, lambda lg: next_token(lg.cpu(), params, gens)
         )
-        cfg, device = self.model.cfg, self._device()
-        contexts = [self.context_ids(p) for p in prompts]
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, ids in enumerate(contexts):
-            groups[len(ids)].append(i)
-        out: list[tuple[str, str]] = [("", "")] * len(prompts)
-        for members in groups.values():
-            for j in range(0, len(members), batch_size):
-                rows = members[j : j + batch_size]
-                gens = [torch.Generator().manual_seed(seeds[i]) for i in rows]
-                z = torch.stack(
-                    [
-                        self.latent_point(prompts[i])
-                        if isinstance(prompts[i], LatentPoint)
-                        else torch.randn(cfg.z_dim, generator=g)
-                        for i, g in zip(rows, gens, strict=True)
-                    ]
-                ).to(device)  # (B, Z)
-                prefix = (
-                    torch.stack([contexts[i] for i in rows]) if len(contexts[rows[0]]) else None
-                )
-                room = max(1, min(max_new_tokens, cfg.max_len + 1 - len(contexts[rows[0]])))
-                new, ended = decode_from(
-                    self.model, z, prefix, room, lambda lg, g=gens: next_token(lg.cpu(), params, g)
-                )
-                for r, i in enumerate(rows):
-                    text, cut = cut_at_stop(decode(new[r], self.vocab), stop)
-                    out[i] = (text, "stop" if cut else "eos" if ended[r] else "length")
+        out = []
+        for r in range(len(batch.prompts)):
+            text, cut = cut_at_stop(decode(new[r], self.vocab), batch.stop)
+            out.append((text, "stop" if cut else "eos" if ended[r] else "length"))
         return out
 
     @torch.no_grad()
@@ -206,5 +188,68 @@ class TextVAEGenerator:
     def predict(
         self, request: pd.DataFrame, params: Mapping[str, Any] | None = None
     ) -> pd.DataFrame:
-        """The text families' request and response (`TextGenerator.predict`)."""
-        return TextGenerator.predict(self, request, params)
+        """The text families' request and response (`TextGenerator.predict`); a row that asks
+        for an interpolation (`interpolation_request`) answers its path, one row per point, in
+        order, with `step` and `t` (empty in the other rows of a request that mixes them)."""
+        given = dict(params or {})
+        asked = {k: given.pop(k) for k in INTERPOLATION_PARAMS if k in given}
+        rows = request_rows(request, given)
+        paths = [interpolation_request(row, asked) for row in rows]  # all checked first
+        out = []
+        for row, path in zip(rows, paths, strict=True):
+            if path is None:
+                out.append(row.answer(*self.sample_row(row)))
+                continue
+            target, steps = path
+            opts = row.options
+            points = interpolation_points(row.prompt, target, steps)
+            texts = self.generate(
+                points,
+                opts["max_new_tokens"],
+                opts["seed"],  # point j: stream j of the row's seed, as `interpolate`
+                opts["temperature"],
+                opts["top_k"] or None,  # 0: every token
+                opts["top_p"],
+                opts["stop"],
+            )
+            for j, (point, answer) in enumerate(zip(points, texts, strict=True)):
+                out.append({**row.answer(*answer), "step": j, "t": point.t})
+        return pd.DataFrame(out)
+
+
+def interpolation_request(row: RequestRow, params: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The interpolation a request row asks for, (second sentence, steps), or None: the
+    request's params `interpolate_to` and `steps` (`INTERPOLATION_PARAMS`; their defaults, "" and
+    0, ask for none), the row's own value where it gives one. A RequestError names the option
+    and where it came from: a type, steps out of [2, MAX_INTERPOLATION_STEPS], steps without a
+    sentence or a sentence without steps, a blank sentence (the row's prompt is the first)."""
+    got: dict[str, tuple[Any, str]] = {}
+    for name, unset in INTERPOLATION_PARAMS.items():
+        value, where = params.get(name, unset), "in params"
+        if name in row.values and not missing(row.values[name]):
+            value, where = row.values[name], f"in row {row.index}"
+        got[name] = value, where
+    (target, t_where), (steps, s_where) = got["interpolate_to"], got["steps"]
+    if not isinstance(target, str):
+        raise RequestError(f"interpolate_to {t_where} must be a sentence (text), got {target!r}")
+    steps = request_number("steps", steps, s_where, integer=True)
+    if target == "":  # no interpolation; a row that opts out keeps the request's steps
+        if steps != 0 and not (t_where != "in params" and s_where == "in params"):
+            raise RequestError(
+                f"steps {s_where} ({steps}) applies to an interpolation: give interpolate_to, "
+                "the sentence the path ends at (or leave steps out)"
+            )
+        return None
+    if not target.strip():
+        raise RequestError(f"interpolate_to {t_where} is blank: give a sentence")
+    if not row.prompt.strip():
+        raise RequestError(
+            f"row {row.index} asks to interpolate to {target!r} from its prompt, which is "
+            "blank: the prompt is the sentence the path starts at"
+        )
+    if not 2 <= steps <= MAX_INTERPOLATION_STEPS:
+        raise RequestError(
+            f"steps {s_where} must lie in [2, {MAX_INTERPOLATION_STEPS}] (the points on the "
+            f"path, both ends included) when interpolate_to is given, got {steps}"
+        )
+    return target, steps
