@@ -1,4 +1,5 @@
-"""What the benchmarks share: the device's practical peak, for context next to their GFLOP/s."""
+"""What the benchmarks share: the JSON line's headline and machine-load keys, the device's
+practical peak (for context next to their GFLOP/s), and the instruction-set cap."""
 
 from __future__ import annotations
 
@@ -9,6 +10,30 @@ import sys
 import time
 
 import torch
+
+
+def headline(
+    benchmark: str, unit: str, value: float, baseline: float, digits: int = 1, ratio_digits: int = 2
+) -> dict:
+    """The keys every benchmark's JSON line starts with (DESIGN.md section 5): the project's
+    path (`value`) against the baseline measured in the same run, and their ratio, rounded."""
+    return {
+        "benchmark": benchmark,
+        "unit": unit,
+        "value": round(value, digits),
+        "baseline": round(baseline, 1),
+        "ratio": round(value / baseline, ratio_digits),
+    }
+
+
+def machine_load() -> dict:
+    """The JSON line's keys for how busy the machine was: torch's threads, the CPUs, and the
+    1-minute load average (other work competing for the CPU)."""
+    return {
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 def sync(device: torch.device) -> None:

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import ISAS, headline, isa_name, machine_load
 from torch.utils.flop_counter import FlopCounterMode
 
 from aigc_core import families
@@ -47,12 +48,11 @@ from aigc_core.training.device import bf16_supported, pick_device
 
 log = logging.getLogger("benchmarks.diffusion_throughput")
 CLASSES = 10
-ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 
 
 def restart_with_isa(isa: str) -> None:
     """Re-run this process with the ISA's environment (torch reads it once, at import)."""
-    env = ISA_ENV[isa]
+    env = ISAS[isa]
     if all(os.environ.get(k) == v for k, v in env.items()):
         return
     os.environ.update(env)
@@ -120,7 +120,7 @@ def unet_gflop(side: Side, device) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny sizes, 2 and 4 steps")
-    p.add_argument("--isa", choices=sorted(ISA_ENV), help="CPU kernels to use (default: best)")
+    p.add_argument("--isa", choices=sorted(ISAS), help="CPU kernels to use (default: best)")
     p.add_argument("--preset", default="cpu", help="preset of both families")
     p.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50], help="sampling steps")
     p.add_argument("--n", type=int, default=128, help="diffusion images per generation run")
@@ -185,11 +185,7 @@ def main() -> None:
 
     value, baseline = gen[default]
     result = {
-        "benchmark": f"diffusion_throughput_{device.type}",
-        "unit": "images/s",
-        "value": round(value, 2),
-        "baseline": round(baseline, 1),
-        "ratio": round(value / baseline, 4),
+        **headline(f"diffusion_throughput_{device.type}", "images/s", value, baseline, 2, 4),
         "sampling_steps": default,
         "train_images_per_s": round(td, 1),
         "train_baseline": round(tb, 1),
@@ -211,10 +207,8 @@ def main() -> None:
         "train_steps_per_round": a.train_steps,
         "bf16": bf16_supported(device),
         "device": str(device),
-        "isa": os.environ.get("ATEN_CPU_CAPABILITY", "default"),
-        "threads": torch.get_num_threads(),
-        "cpus": os.cpu_count(),
-        "loadavg_1m": round(os.getloadavg()[0], 2),  # other work competing for the CPU
+        "isa": isa_name(),
+        **machine_load(),
         "quick": a.quick,
     }
     print(json.dumps(result))

@@ -20,10 +20,10 @@ import argparse
 import copy
 import json
 import logging
-import os
 import time
 
 import torch
+from common import headline, machine_load
 
 from aigc_core.families.wavegan import PRESETS
 from aigc_core.generation.audio import generate_clips
@@ -77,11 +77,7 @@ def main() -> None:
     log.info("one at a time, fp32: %.1f clips/s", baseline)
     log.info("batched (bf16=%s): %.1f clips/s", bf16_supported(device), value)
     result = {
-        "benchmark": f"generate_wavegan_{a.preset}_cpu",
-        "unit": "clips/s",
-        "value": round(value, 1),
-        "baseline": round(baseline, 1),
-        "ratio": round(value / baseline, 2),
+        **headline(f"generate_wavegan_{a.preset}_cpu", "clips/s", value, baseline),
         "audio_seconds_per_second": round(value * seconds_per_clip, 1),
         "baseline_audio_seconds_per_second": round(baseline * seconds_per_clip, 1),
         "clip_samples": cfg.length,
@@ -90,9 +86,7 @@ def main() -> None:
         "batch_size": a.batch_size,
         "n": a.n,
         "repeats": a.repeats,
-        "threads": torch.get_num_threads(),
-        "cpus": os.cpu_count(),
-        "loadavg_1m": round(os.getloadavg()[0], 2),  # other work competing for the CPU
+        **machine_load(),
     }
     print(json.dumps(result))
 

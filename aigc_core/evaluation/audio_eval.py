@@ -43,7 +43,6 @@ Scores of a generator (`audio_metrics`):
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -55,8 +54,9 @@ import torch
 from torch import nn
 
 from aigc_core import progress
-from aigc_core.atomic import staged_dir
 from aigc_core.audio import N_MELS, TOP_DB, as_float, log_mel, spectrogram_image
+from aigc_core.evaluation.classifier import embed_in_batches, fit_classifier
+from aigc_core.evaluation.evaluator import stored_evaluator
 from aigc_core.evaluation.fid import fid
 from aigc_core.evaluation.samples import (
     class_diversity,
@@ -66,18 +66,10 @@ from aigc_core.evaluation.samples import (
 )
 from aigc_core.families.base import EvalInputs, Evaluation
 from aigc_core.generation.labels import balanced
-from aigc_core.models.io import (
-    CONFIG,
-    WEIGHTS,
-    config_fields,
-    load_weights,
-    read_config,
-    save_model,
-)
+from aigc_core.models.io import CONFIG, WEIGHTS, config_fields, load_weights, read_config
 
 log = logging.getLogger(__name__)
 
-METRICS = "metrics.json"
 FAD_SEED = 2024  # fixed latents: every candidate is scored on the same noise
 FAD_GENERATED = 2000  # generated clips per FAD
 RECOGNIZED_CONFIDENCE = 0.9
@@ -147,12 +139,9 @@ class AudioClassifier(nn.Module):
         a row sums to 1 minus the probability of "none of these"."""
         self.eval()
         clips = torch.from_numpy(as_float(np.asarray(x)))
-        feats, probs = [], []
-        for i in range(0, len(clips), batch_size):
-            f = self.embedding(clips[i : i + batch_size])
-            feats.append(f.double().numpy())
-            probs.append(torch.softmax(self.head(f), dim=1)[:, :-1].double().numpy())
-        return np.concatenate(feats), np.concatenate(probs)
+        return embed_in_batches(
+            clips, batch_size, self.embedding, lambda f: torch.softmax(self.head(f), dim=1)[:, :-1]
+        )
 
 
 def _junk(x: torch.Tensor, y: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -217,26 +206,23 @@ def train_audio_classifier(
     x_tr = torch.from_numpy(as_float(np.asarray(x_train)))
     if x_tr.shape[1] != cfg.length:
         raise ValueError(f"clips have {x_tr.shape[1]} samples, the evaluator {cfg.length}")
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = AudioClassifier(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    # at least MIN_STEPS: a small snapshot's few epochs would leave the classifier untrained
-    steps = max(epochs * (len(x_tr) // batch_size), MIN_STEPS)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(len(x_tr), (batch_size,), generator=gen)
+
+    def batch(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         xb, yb = x_tr[idx], y_tr[idx]
         junk = _junk(xb, yb, batch_size // 4, gen)
         xb = _random_shift(torch.cat([_with_noise(xb, gen), junk]), gen, cfg.length // 8)
-        yb = torch.cat([yb, torch.full((len(junk),), cfg.num_classes)])  # K: none of these
-        loss = nn.functional.cross_entropy(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    model.eval()
+        return xb, torch.cat([yb, torch.full((len(junk),), cfg.num_classes)])  # K: none of these
+
+    model = fit_classifier(
+        lambda: AudioClassifier(cfg),
+        len(x_tr),
+        batch,
+        # at least MIN_STEPS: a small snapshot's few epochs would leave the classifier untrained
+        steps=max(epochs * (len(x_tr) // batch_size), MIN_STEPS),
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+    )
     _, probs = model.embed(x_val)
     acc = float((probs.argmax(1) == np.asarray(y_val)).mean())
     log.info("audio evaluator: held-out accuracy %.4f on %d clips", acc, len(probs))
@@ -269,8 +255,8 @@ def audio_evaluator_in(
     """The audio evaluator stored in `folder` (`<evaluators>/<snapshot_id>`), trained there
     first when it is not, on `splits()` (called only then). Runs training at once are safe:
     the first to finish stores it, the others use theirs."""
-    folder = Path(folder)
-    if not (folder / METRICS).exists():
+
+    def train() -> tuple[AudioClassifier, dict, dict]:
         s = splits()
         cfg = AudioClassifierConfig(
             num_classes=len(s.label_names),
@@ -279,13 +265,9 @@ def audio_evaluator_in(
         )
         model, acc = train_audio_classifier(s.x_train, s.y_train, s.x_val, s.y_val, cfg)
         metrics = {"accuracy": acc, "validation_clips": len(s.x_val), "train_clips": len(s.x_train)}
-        try:
-            with staged_dir(folder) as tmp:
-                save_model(tmp, model, cfg.to_dict())
-                (tmp / METRICS).write_text(json.dumps(metrics))
-        except FileExistsError:
-            pass  # trained concurrently by another run: use theirs
-    return load_audio_classifier(folder), json.loads((folder / METRICS).read_text())
+        return model, cfg.to_dict(), metrics
+
+    return stored_evaluator(folder, train, load_audio_classifier)
 
 
 def load_audio_classifier(folder: Path, device: str | torch.device = "cpu") -> AudioClassifier:

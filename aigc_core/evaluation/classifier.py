@@ -3,18 +3,26 @@
 It plays the role Inception plays in the usual FID: its penultimate activations are the feature
 space for a domain FID, and its softmax gives the confidence that curation thresholds. It is
 trained on the snapshot's training split and scored on the held-out validation split.
+
+Its training loop (`fit_classifier`) and batched embedding (`embed_in_batches`) serve the audio
+evaluator too (`aigc_core.evaluation.audio_eval`), which differs in its network, its "none of
+these" output and its augmentation, not in how it is trained or read out.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -55,12 +63,9 @@ class Classifier(nn.Module):
     def embed(self, x: torch.Tensor, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
         """(features (N, F), probabilities (N, K)) for images in [0, 1], in eval mode."""
         self.eval()
-        feats, probs = [], []
-        for i in range(0, len(x), batch_size):
-            f = self.features(x[i : i + batch_size])
-            feats.append(f.double().numpy())
-            probs.append(torch.softmax(self.head(f), dim=1).double().numpy())
-        return np.concatenate(feats), np.concatenate(probs)
+        return embed_in_batches(
+            x, batch_size, self.features, lambda f: torch.softmax(self.head(f), dim=1)
+        )
 
 
 def train_classifier(
@@ -80,26 +85,67 @@ def train_classifier(
             f"labels must lie in [0, {cfg.num_classes}), got "
             f"[{int(y_train.min())}, {int(y_train.max())}]"
         )
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = Classifier(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * max(1, len(x_train) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(len(x_train), (batch_size,), generator=gen)
-        xb = _random_shift(x_train[idx], gen)
-        loss = nn.functional.cross_entropy(model(xb), y_train[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    model.eval()
+    model = fit_classifier(
+        lambda: Classifier(cfg),
+        len(x_train),
+        lambda idx, gen: (_random_shift(x_train[idx], gen), y_train[idx]),
+        steps=epochs * max(1, len(x_train) // batch_size),
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+    )
     _, probs = model.embed(x_val)
     acc = float((probs.argmax(1) == y_val.numpy()).mean())
     log.info("evaluator classifier: held-out accuracy %.4f on %d images", acc, len(x_val))
     return model, acc
+
+
+def fit_classifier(
+    make_model: Callable[[], M],
+    n: int,
+    batch: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> M:
+    """A classifier `make_model()` trained on cross-entropy for `steps` AdamW steps (weight decay
+    1e-4) under a one-cycle learning rate peaking at `lr`, each on `batch(idx, gen)`: the
+    (inputs, labels) of `batch_size` items drawn with replacement from [0, n), augmented as the
+    caller wants with the same seeded generator. Returned in eval mode. The image and the audio
+    evaluators train this way: a given seed gives the same weights (the global seed is set
+    before `make_model()`, for its initial weights and its dropout)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    model.train()
+    for _ in range(steps):
+        xb, yb = batch(torch.randint(n, (batch_size,), generator=gen), gen)
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+def embed_in_batches(
+    x: torch.Tensor,
+    batch_size: int,
+    features: Callable[[torch.Tensor], torch.Tensor],
+    probabilities: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, F), class probabilities (N, K)) as float64 arrays of the inputs `x` (N, ...),
+    `batch_size` at a time: `features(xb)`, then `probabilities` of those features. The caller
+    sets eval mode and no_grad."""
+    feats, probs = [], []
+    for i in range(0, len(x), batch_size):
+        f = features(x[i : i + batch_size])
+        feats.append(f.double().numpy())
+        probs.append(probabilities(f).double().numpy())
+    return np.concatenate(feats), np.concatenate(probs)
 
 
 def _random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:

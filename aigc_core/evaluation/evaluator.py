@@ -4,7 +4,8 @@ Image families are scored in its feature space (FID, precision/recall, class div
 image content batches use its confidence. It is stored under `<home>/evaluators/<snapshot_id>/`
 as a saved model (weights + config, family "classifier") beside `metrics.json` (its held-out
 accuracy and split sizes). It is not a model family: it is never trained by `aigc train`,
-registered or served.
+registered or served. The audio evaluator (`aigc_core.evaluation.audio_eval`) is stored the same
+way, by `stored_evaluator`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -30,6 +31,8 @@ from aigc_core.models.io import (
 from aigc_core.paths import Home
 
 METRICS = "metrics.json"
+
+E = TypeVar("E", bound=torch.nn.Module)
 
 
 def load_or_train_evaluator(home: Home, snapshot_id: str) -> tuple[Classifier, dict]:
@@ -49,8 +52,8 @@ def evaluator_in(
     """The evaluator stored in `folder`, trained there first when it is not: `snapshot()` gives
     the snapshot's (table, manifest) to train on. Runs training at the same time is safe: the
     first to finish stores it, the others use theirs."""
-    folder = Path(folder)
-    if not (folder / METRICS).exists():
+
+    def train() -> tuple[Classifier, dict, dict]:
         table, manifest = snapshot()
         x_tr, y_tr = image_arrays(table, "train")
         x_va, y_va = image_arrays(table, "validation")
@@ -63,17 +66,32 @@ def evaluator_in(
             torch.from_numpy(y_va),
             cfg,
         )
+        metrics = {"accuracy": acc, "validation_images": len(x_va), "train_images": len(x_tr)}
+        return model, cfg.to_dict(), metrics
+
+    return stored_evaluator(folder, train, load_classifier)
+
+
+def stored_evaluator(
+    folder: Path,
+    train: Callable[[], tuple[torch.nn.Module, dict, dict]],
+    load: Callable[[Path], E],
+) -> tuple[E, dict]:
+    """(`load(folder)`, its metrics) of the evaluator stored in `folder`
+    (`<evaluators>/<snapshot_id>`), stored there first when it is not: `train()` gives (model,
+    its config dict, its metrics) and is called only then. Runs training at the same time is
+    safe: the first to finish stores it, the others use theirs. The image and the audio
+    evaluators are stored this way."""
+    folder = Path(folder)
+    if not (folder / METRICS).exists():
+        model, config, metrics = train()
         try:
             with staged_dir(folder) as tmp:
-                save_model(tmp, model, cfg.to_dict())
-                (tmp / METRICS).write_text(
-                    json.dumps(
-                        {"accuracy": acc, "validation_images": len(x_va), "train_images": len(x_tr)}
-                    )
-                )
+                save_model(tmp, model, config)
+                (tmp / METRICS).write_text(json.dumps(metrics))
         except FileExistsError:
             pass  # trained concurrently by another run: use theirs
-    return load_classifier(folder), json.loads((folder / METRICS).read_text())
+    return load(folder), json.loads((folder / METRICS).read_text())
 
 
 def load_classifier(folder: Path, device: str | torch.device = "cpu") -> Classifier:

@@ -14,21 +14,19 @@ content batches and the served model's `predict`, which returns 16-bit PCM WAV f
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from aigc_core.audio import to_wav_bytes
 from aigc_core.generation.images import (
-    check_labels,
-    latents,
-    num_classes,
+    ModuleGenerator,
+    batch_inputs,
+    refuse_options,
     run_batches,
-    served_requests,
 )
 from aigc_core.models.io import config_fields, load_weights
 from aigc_core.models.wavegan import Generator, WaveGANConfig
@@ -49,28 +47,20 @@ def generate_clips(
 ) -> np.ndarray:
     """n clips (n, L) float32 in [-1, 1] from a generator (B, z) -> (B, 1, L) (and labels (B,)
     of a conditional one: `labels` (n,), or None for its classes in turn)."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    labels = check_labels(labels, n, num_classes(generator))
-    y_all = None if labels is None else torch.from_numpy(labels)
+    inputs = batch_inputs(generator, n, seed, batch_size, labels)
     generator.eval()
     device = next(generator.parameters()).device
-    z_all = latents(n, generator.cfg.z_dim, seed)
     use_bf16 = bf16 and bf16_supported(device)
 
     def run(start: int) -> torch.Tensor:  # autocast and inference mode are per thread
         with torch.inference_mode(), autocast(device, use_bf16):
-            z = z_all[start : start + batch_size].to(device)
-            y = () if y_all is None else (y_all[start : start + batch_size].to(device),)
-            x = generator(z, *y)  # (B, 1, L)
+            x = generator(*inputs(start))  # (B, 1, L)
             return x[:, 0].float().clamp_(-1, 1).cpu().contiguous()  # (B, L)
 
     return run_batches(run, n, batch_size, device, on_batch, workers)
 
 
-class AudioGenerator:
+class AudioGenerator(ModuleGenerator):
     """A waveform generator ready to sample.
 
     Request (`predict`): a DataFrame with columns `n` (clips wanted) and `seed`, one row per
@@ -80,16 +70,7 @@ class AudioGenerator:
     PCM WAV).
     """
 
-    def __init__(self, module: torch.nn.Module):
-        self.generator = module.eval()
-
-    @property
-    def module(self) -> torch.nn.Module:
-        return self.generator
-
-    @property
-    def num_classes(self) -> int:
-        return num_classes(self.module)
+    MAX_PER_REQUEST = MAX_CLIPS_PER_REQUEST
 
     @property
     def sample_rate(self) -> int:
@@ -104,37 +85,20 @@ class AudioGenerator:
     ) -> np.ndarray:
         """n clips (n, L) float32 in [-1, 1]; the same (n, seed, labels) gives the same clips
         whatever the batch size."""
-        if options:
-            raise ValueError(
-                f"unknown generation option(s) {', '.join(sorted(options))}: this audio model "
-                "takes none"
-            )
+        refuse_options(options, "audio")
         return generate_clips(
             self.generator, n, seed, batch_size=batch_size, on_batch=on_batch, labels=labels
         )
 
-    def predict(
-        self, request: pd.DataFrame, params: Mapping[str, Any] | None = None
-    ) -> pd.DataFrame:
-        rows = []
-        for req, n, seed, asked, options in served_requests(
-            request, params, self.num_classes, MAX_CLIPS_PER_REQUEST
-        ):
-            clips = self.generate(n, seed, labels=asked, **options)
-            for i, clip in enumerate(clips):
-                wav = to_wav_bytes(clip, self.sample_rate)
-                rows.append(
-                    {
-                        "request": req,
-                        "index": i,
-                        "seed": seed,
-                        "label": -1 if asked is None else int(asked[i]),
-                        "sample_rate": self.sample_rate,
-                        "num_samples": len(clip),
-                        "wav_base64": base64.b64encode(wav).decode("ascii"),
-                    }
-                )
-        return pd.DataFrame(rows)
+    def response_fields(self, clips: np.ndarray) -> Iterator[dict[str, Any]]:
+        """The response columns of each generated clip (N, L) in [-1, 1]."""
+        for clip in clips:
+            wav = to_wav_bytes(clip, self.sample_rate)
+            yield {
+                "sample_rate": self.sample_rate,
+                "num_samples": len(clip),
+                "wav_base64": base64.b64encode(wav).decode("ascii"),
+            }
 
 
 def load_generator(

@@ -29,9 +29,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -92,15 +92,9 @@ def generate_images(
     (and labels (B,) int64, for a conditional one: `labels` (n,), or None for its classes in
     turn; see `check_labels`). workers: batches run at once (CPU only; default: torch's
     intra-op thread count)."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    labels = check_labels(labels, n, num_classes(generator))
-    y_all = None if labels is None else torch.from_numpy(labels)  # (n,)
+    inputs = batch_inputs(generator, n, seed, batch_size, labels)
     generator.eval()
     device = next(generator.parameters()).device
-    z_all = latents(n, generator.cfg.z_dim, seed)
     use_bf16 = bf16 and bf16_supported(device)
     if hasattr(generator, "for_inference"):  # the DCGAN: folded weights in the compute dtype
         net, cast = generator.for_inference(torch.bfloat16 if use_bf16 else torch.float32), False
@@ -111,12 +105,35 @@ def generate_images(
 
     def run(start: int) -> torch.Tensor:  # autocast and inference mode are per thread
         with torch.inference_mode(), autocast(device, cast):
-            z = z_all[start : start + batch_size].to(device)  # (B, z)
-            y = () if y_all is None else (y_all[start : start + batch_size].to(device),)
-            x = net(z, *y)  # (B, C, H, W); an unconditional module is called as net(z)
+            x = net(*inputs(start))  # (B, C, H, W); an unconditional module is called as net(z)
             return ((x.float() + 1) / 2).clamp_(0, 1).cpu().contiguous()
 
     return run_batches(run, n, batch_size, device, on_batch, workers)
+
+
+def batch_inputs(
+    generator: torch.nn.Module, n: int, seed: int, batch_size: int, labels
+) -> Callable[[int], tuple[torch.Tensor, ...]]:
+    """`inputs(start)`: the arguments of a generator (B, z) [, labels (B,)] for its items
+    start..start+batch_size-1 of n, on its device: (z,) of an unconditional generator, (z,
+    labels) of a conditional one. Checks n, batch_size and the labels first (`check_labels`:
+    None gives a conditional generator its classes in turn), then draws all n latents at once
+    (`latents`), so item i gets the same z whatever the batch size. Image and audio generation
+    share it."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    labels = check_labels(labels, n, num_classes(generator))
+    y_all = None if labels is None else torch.from_numpy(labels)  # (n,)
+    device = next(generator.parameters()).device
+    z_all = latents(n, generator.cfg.z_dim, seed)
+
+    def inputs(start: int) -> tuple[torch.Tensor, ...]:
+        z = z_all[start : start + batch_size].to(device)  # (B, z)
+        return (z,) if y_all is None else (z, y_all[start : start + batch_size].to(device))
+
+    return inputs
 
 
 def run_batches(
@@ -148,19 +165,16 @@ def run_batches(
     return torch.cat(out).numpy()
 
 
-class ImageGenerator:
-    """A generator module `(B, z) -> images in [-1, 1]` with `cfg.z_dim`, ready to sample; a
-    conditional one (`cfg.num_classes` > 0) takes `(z, labels)`.
+class ModuleGenerator:
+    """A generator module in eval mode, wrapped for everything that samples it: what the image
+    and the audio generators share. A subclass gives `generate(n, seed, batch_size=...,
+    on_batch=None, labels=None, **options)` (an (n, ...) array), `MAX_PER_REQUEST` (the most
+    items one row of a served request may ask for) and `response_fields(items)` (each generated
+    item's own response columns, its encoding). `predict` answers a served request with them
+    (`served_requests`): one row per item, `request` (row of the request), `index` (within it),
+    `seed`, `label` (the class asked for, -1 when none was), then the item's fields."""
 
-    Request (`predict`): a DataFrame with columns `n` (images wanted) and `seed`; one row per
-    request. Params: `labels`, a spec (`aigc_core.generation.labels.parse_labels`: "7", "3,7",
-    "3:0.7,7:0.3"; "" asks for none) whose pattern item i of every request gets (a request may
-    also give it as a `labels` column); any other param is a generation option for `generate`
-    (a subclass's, e.g. a diffusion model's guidance; this class has none). Response: one row
-    per image: `request` (row of the request), `index` (within the request), `seed`, `label`
-    (the class asked for, -1 when none was), `height`, `width`, `png_base64` (8-bit grayscale
-    PNG).
-    """
+    MAX_PER_REQUEST: ClassVar[int]
 
     def __init__(self, module: torch.nn.Module):
         self.generator = module.eval()
@@ -174,42 +188,64 @@ class ImageGenerator:
         """The classes the model takes labels of (0: unconditional)."""
         return num_classes(self.module)
 
+    def predict(
+        self, request: pd.DataFrame, params: Mapping[str, Any] | None = None
+    ) -> pd.DataFrame:
+        rows = []
+        for req, n, seed, asked, options in served_requests(
+            request, params, self.num_classes, self.MAX_PER_REQUEST
+        ):
+            items = self.generate(n, seed, labels=asked, **options)
+            for i, own in enumerate(self.response_fields(items)):
+                label = -1 if asked is None else int(asked[i])
+                rows.append({"request": req, "index": i, "seed": seed, "label": label, **own})
+        return pd.DataFrame(rows)
+
+
+class ImageGenerator(ModuleGenerator):
+    """A generator module `(B, z) -> images in [-1, 1]` with `cfg.z_dim`, ready to sample; a
+    conditional one (`cfg.num_classes` > 0) takes `(z, labels)`.
+
+    Request (`predict`): a DataFrame with columns `n` (images wanted) and `seed`; one row per
+    request. Params: `labels`, a spec (`aigc_core.generation.labels.parse_labels`: "7", "3,7",
+    "3:0.7,7:0.3"; "" asks for none) whose pattern item i of every request gets (a request may
+    also give it as a `labels` column); any other param is a generation option for `generate`
+    (a subclass's, e.g. a diffusion model's guidance; this class has none). Response: one row
+    per image: `request` (row of the request), `index` (within the request), `seed`, `label`
+    (the class asked for, -1 when none was), `height`, `width`, `png_base64` (8-bit grayscale
+    PNG).
+    """
+
+    MAX_PER_REQUEST = MAX_IMAGES_PER_REQUEST
+
     def generate(
         self, n: int, seed: int, batch_size: int = 256, on_batch=None, labels=None, **options
     ) -> np.ndarray:
         """n images (n, C, H, W) float32 in [0, 1]; the same (n, seed, labels) gives the same
         images. labels: None or (n,) int64, one per image (see `check_labels`). options: a
         subclass's generation options; this class takes none (ValueError naming them)."""
-        if options:
-            raise ValueError(
-                f"unknown generation option(s) {', '.join(sorted(options))}: this image model "
-                "takes none"
-            )
+        refuse_options(options, "image")
         return generate_images(
             self.generator, n, seed, batch_size=batch_size, on_batch=on_batch, labels=labels
         )
 
-    def predict(
-        self, request: pd.DataFrame, params: Mapping[str, Any] | None = None
-    ) -> pd.DataFrame:
-        rows = []
-        for req, n, seed, asked, options in served_requests(
-            request, params, self.num_classes, MAX_IMAGES_PER_REQUEST
-        ):
-            images = self.generate(n, seed, labels=asked, **options)
-            for i, img in enumerate(to_uint8(images)):
-                rows.append(
-                    {
-                        "request": req,
-                        "index": i,
-                        "seed": seed,
-                        "label": -1 if asked is None else int(asked[i]),
-                        "height": img.shape[0],
-                        "width": img.shape[1],
-                        "png_base64": base64.b64encode(png_bytes(img)).decode("ascii"),
-                    }
-                )
-        return pd.DataFrame(rows)
+    def response_fields(self, images: np.ndarray) -> Iterator[dict[str, Any]]:
+        """The response columns of each generated image (N, C, H, W) in [0, 1]."""
+        for img in to_uint8(images):
+            yield {
+                "height": img.shape[0],
+                "width": img.shape[1],
+                "png_base64": base64.b64encode(png_bytes(img)).decode("ascii"),
+            }
+
+
+def refuse_options(options: Mapping[str, Any], kind: str) -> None:
+    """A ValueError naming the generation options given to a `kind` model that takes none."""
+    if options:
+        raise ValueError(
+            f"unknown generation option(s) {', '.join(sorted(options))}: this {kind} model "
+            "takes none"
+        )
 
 
 def served_requests(

@@ -26,8 +26,9 @@ from aigc_core.content.shard import wav_files
 from aigc_core.curation.policy import AudioPolicy, ImagePolicy, Policy
 from aigc_core.data import ingest
 from aigc_core.data.snapshot import image_table, write_snapshot
-from aigc_core.evaluation.audio_eval import METRICS, AudioClassifier, AudioClassifierConfig
+from aigc_core.evaluation.audio_eval import AudioClassifier, AudioClassifierConfig
 from aigc_core.evaluation.classifier import Classifier, ClassifierConfig
+from aigc_core.evaluation.evaluator import METRICS
 from aigc_core.generation.labels import LabelsError
 from aigc_core.models.dcgan import DCGANConfig
 from aigc_core.models.dcgan import Generator as DCGANGenerator
