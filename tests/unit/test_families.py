@@ -402,3 +402,6 @@ def test_a_warm_start_on_data_of_another_shape_names_the_setting(tmp_path):
             init_from=tmp_path / "model", overrides=train,
         )  # fmt: skip
     assert "size mismatch" not in str(e.value)
+    # the clip length is the snapshot's, never a setting that would be quietly overridden
+    with pytest.raises(engine.settings.SettingsError, match="model.length is filled in"):
+        engine.configs(wavegan, "smoke", None, {"length": 1024})
