@@ -191,6 +191,14 @@ def _fail(message: str, code: int = exit_codes.FAILED) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _crashed(e: Exception, verbose: bool, what: str = "") -> typer.Exit:
+    """An unexpected error as one line (exit 1), after `what` (e.g. "ingest digits: "); its
+    traceback too with -v. The CLI owns the console."""
+    if verbose:
+        err.print_exception()
+    return _fail(f"{what}{type(e).__name__}: {e}")
+
+
 def _name(check, value):
     """`check(value)`, one of `aigc_core.names`' checks: a user-given name in its stored form.
     A name that breaks its rule is a usage error (exit 2), before anything starts."""
@@ -395,10 +403,8 @@ def _nightly(a: NightArgs) -> dict:
             f"{e}\nRerun `aigc run`: training resumes from that checkpoint.",
             exit_codes.INTERRUPTED,
         ) from None
-    except Exception as e:  # the CLI owns the console: one clear line, details with -v
-        if a.verbose:
-            err.print_exception()
-        raise _fail(f"{type(e).__name__}: {e}") from None
+    except Exception as e:
+        raise _crashed(e, a.verbose) from None
 
 
 def _check_night(a: NightArgs) -> tuple[str, dict]:

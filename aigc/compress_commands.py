@@ -20,19 +20,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from aigc import completion, embedded, exit_codes, family_catalog, preflight, registry_lookup
-from aigc.cli import (
-    _fail,
-    _name,
-    app,
-    err,
-    open_home,
-    out,
-    progress_bars,
-    start_prefect,
-    usage_errors,
-    wait_for_prefect,
-)
+from aigc import completion, exit_codes, family_catalog, preflight, registry_lookup
+from aigc.cli import _name, app, out, usage_errors
+from aigc.flow_run import run_flow
 from aigc_core import names, stages
 from aigc_core.paths import Home
 
@@ -72,29 +62,14 @@ def compress(
         if tolerance is not None and not math.isfinite(tolerance):
             raise ValueError(f"--tolerance must be a finite number >= 0, got {tolerance}")
         check_version(Home.resolve(home), model)
-    h = open_home(home, verbose)
-    start_prefect(h)
-    with err.status(embedded.starting_message(), spinner="dots"):
-        from flows.compress import compress_model
-
-        wait_for_prefect()
-
-    try:
-        with progress_bars():
-            summary = compress_model(
-                model=model, home=str(h.root), tolerance=tolerance, force=force
-            )
-    except LookupError as e:  # the model changed since the check above: not found all the same
-        raise _fail(str(e.args[0] if e.args else e), exit_codes.USAGE) from None
-    except ValueError as e:  # the version cannot be compressed (family, already compressed)
-        if verbose:
-            err.print_exception()
-        raise _fail(str(e), exit_codes.USAGE) from None
-    except Exception as e:  # the CLI owns the console: one clear line, details with -v
-        if verbose:
-            err.print_exception()
-        raise _fail(f"{type(e).__name__}: {e}") from None
-
+    summary = run_flow(
+        home,
+        verbose,
+        "flows.compress:compress_model",
+        model=model,
+        tolerance=tolerance,
+        force=force,
+    )
     refused = summary["decision"] == "refused"
     if as_json:
         print(json.dumps(summary, sort_keys=True))

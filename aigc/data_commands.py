@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from aigc import exit_codes, preflight
-from aigc.cli import _fail, _name, _settings, app, err, out, progress_bars, usage_errors
+from aigc.cli import _crashed, _fail, _name, _settings, app, err, out, progress_bars, usage_errors
 from aigc_core import names
 from aigc_core.paths import Home
 
@@ -130,10 +130,8 @@ def ingest(
         raise _fail(f"ingest {dataset}{source}: {e}\nNothing was written.{docs}") from None
     except SnapshotError as e:
         raise _fail(f"ingest {dataset}: {e}") from None
-    except Exception as e:  # the CLI owns the console: one clear line, details with -v
-        if verbose:
-            err.print_exception()
-        raise _fail(f"ingest {dataset}: {type(e).__name__}: {e}") from None
+    except Exception as e:
+        raise _crashed(e, verbose, f"ingest {dataset}: ") from None
 
     m = snap.manifest
     result = {

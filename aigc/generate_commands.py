@@ -9,19 +9,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from aigc import completion, embedded, exit_codes, preflight
-from aigc.cli import (
-    _fail,
-    _name,
-    app,
-    err,
-    open_home,
-    out,
-    progress_bars,
-    start_prefect,
-    usage_errors,
-    wait_for_prefect,
-)
+from aigc import completion, exit_codes, preflight
+from aigc.cli import _fail, _name, app, out, usage_errors
+from aigc.flow_run import run_flow
 from aigc_core import names
 from aigc_core.paths import Home
 
@@ -150,42 +140,25 @@ def generate(
     sampling = _check_content_options(
         policy, prompt_file, temperature, top_k, top_p, max_new_tokens, stop
     )
-    h = open_home(home, verbose)
-    start_prefect(h)
-    with err.status(embedded.starting_message(), spinner="dots"):
-        from flows.batch_generate import run_batch_generate
-
-        wait_for_prefect()
-
-    try:
-        with progress_bars():
-            summary = run_batch_generate(
-                model=model,
-                n=n,
-                shards=shards,
-                seed=seed,
-                policy_file=str(policy) if policy else None,
-                prompt_file=str(prompt_file) if prompt_file else None,
-                home=str(h.root),
-                dask_address=dask_address,
-                dask_local=dask_local,
-                labels=labels,
-                labels_file=str(labels_file) if labels_file else None,
-                guidance=guidance,
-                sampling_steps=sampling_steps,
-                **({"interpolate": path} if path else {}),
-                **sampling,
-            )
-    except LookupError as e:  # the model changed since the check above: not found all the same
-        raise _fail(str(e.args[0] if e.args else e), exit_codes.USAGE) from None
-    except ValueError as e:  # the request does not fit the model (prompts, options, labels)
-        if verbose:
-            err.print_exception()
-        raise _fail(str(e), exit_codes.USAGE) from None
-    except Exception as e:  # the CLI owns the console: one clear line, details with -v
-        if verbose:
-            err.print_exception()
-        raise _fail(f"{type(e).__name__}: {e}") from None
+    summary = run_flow(
+        home,
+        verbose,
+        "flows.batch_generate:run_batch_generate",
+        model=model,
+        n=n,
+        shards=shards,
+        seed=seed,
+        policy_file=str(policy) if policy else None,
+        prompt_file=str(prompt_file) if prompt_file else None,
+        dask_address=dask_address,
+        dask_local=dask_local,
+        labels=labels,
+        labels_file=str(labels_file) if labels_file else None,
+        guidance=guidance,
+        sampling_steps=sampling_steps,
+        **({"interpolate": path} if path else {}),
+        **sampling,
+    )
 
     batch_dir = Path(summary["batch_dir"])
     result = {

@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 
 from aigc import completion, exit_codes, preflight, registry_lookup
-from aigc.cli import _fail, _name, app, err, open_home, out, usage_errors
+from aigc.cli import _crashed, _fail, _name, app, err, open_home, out, usage_errors
 from aigc_core import names
 from aigc_core.paths import Home
 
@@ -53,10 +53,8 @@ def _call(verbose: bool, fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except (RegistryError, ValueError) as e:
         raise _fail(str(e).strip("'\""), exit_codes.USAGE) from None
-    except Exception as e:  # the CLI owns the console: one clear line, details with -v
-        if verbose:
-            err.print_exception()
-        raise _fail(f"{type(e).__name__}: {e}") from None
+    except Exception as e:
+        raise _crashed(e, verbose) from None
 
 
 @app.command()

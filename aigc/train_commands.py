@@ -28,6 +28,7 @@ from aigc.cli import (
     CONFIG_OPTION_HELP,
     MODEL_FAMILY_HELP,
     SET_OPTION_HELP,
+    _crashed,
     _fail,
     _name,
     app,
@@ -143,10 +144,8 @@ def _run(train_run, snapshot, model, preset, h, device, resume, init_from, overr
         if verbose:
             err.print_exception()
         raise _fail(str(e), exit_codes.USAGE) from None
-    except Exception as e:  # the CLI owns the console: one clear line, details with -v
-        if verbose:
-            err.print_exception()
-        raise _fail(f"{type(e).__name__}: {e}") from None
+    except Exception as e:
+        raise _crashed(e, verbose) from None
 
 
 def _fields(trained) -> dict:

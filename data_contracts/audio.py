@@ -19,7 +19,8 @@ import pyarrow as pa
 
 from aigc_core import audio
 from aigc_core.data.snapshot import pcm_values
-from data_contracts.common import CRITICAL, SPLITS, WARNING, guards, in_both_splits
+from data_contracts import expect
+from data_contracts.common import CRITICAL, WARNING, guards, in_both_splits
 
 FULL_SCALE = 32768.0
 FRAME_SECONDS = 0.032  # silence is judged per 32 ms frame
@@ -87,37 +88,11 @@ def expectations(manifest: dict) -> list:
     min_share = MIN_FAIR_SHARE / max(1, len(labels))
     return [
         # an empty snapshot passes every per-row check below: demand rows
-        gxe.ExpectTableRowCountToBeBetween(
-            min_value=1,
-            description="The snapshot has at least one clip (per-row checks pass on no rows).",
-            meta=guards("empty dataset"),
-        ),
-        # training and the evaluator both need clips in each split
-        gxe.ExpectColumnDistinctValuesToContainSet(
-            column="split",
-            value_set=SPLITS,
-            description="Both the train and the validation split hold clips.",
-            meta=guards("an empty train or validation split"),
-        ),
-        gxe.ExpectColumnValuesToBeInSet(
-            column="split",
-            value_set=SPLITS,
-            description="Every clip is in the train or the validation split, no other.",
-            meta=guards("unknown split names"),
-        ),
-        # an unlabeled clip cannot train or score the evaluator
-        gxe.ExpectColumnValuesToNotBeNull(
-            column="label",
-            description="Every clip has a label: the evaluator cannot score an unlabeled one.",
-            meta=guards("missing labels"),
-        ),
-        # labels outside the declared set break the classifier head
-        gxe.ExpectColumnValuesToBeInSet(
-            column="label",
-            value_set=labels,
-            description="Every label is in the label set the manifest declares.",
-            meta=guards("labels out of range"),
-        ),
+        expect.has_rows("The snapshot has at least one clip (per-row checks pass on no rows)."),
+        # training and the evaluator both need clips in each split, and splits have two names
+        *expect.both_splits("clip", "clips"),
+        # an unlabeled clip, or one outside the declared set, cannot train or score the evaluator
+        *expect.declared_labels("clip", labels),
         # a declared class with no clips: the evaluator cannot learn or score it
         gxe.ExpectColumnDistinctValuesToContainSet(
             column="label",
@@ -126,93 +101,70 @@ def expectations(manifest: dict) -> list:
             meta=guards("a class with no clips"),
         ),
         # a rare class is learned poorly and scored noisily (reported, not blocking)
-        gxe.ExpectColumnValuesToBeBetween(
-            column="label_share",
+        expect.between(
+            "label_share",
+            "unbalanced classes",
+            f"Every class holds at least {MIN_FAIR_SHARE:.0%} of its fair share of the clips "
+            f"({min_share:.1%}): rarer classes are learned and scored poorly.",
             min_value=min_share,
             severity=WARNING,
-            description=(
-                f"Every class holds at least {MIN_FAIR_SHARE:.0%} of its fair share of the clips "
-                f"({min_share:.1%}): rarer classes are learned and scored poorly."
-            ),
-            meta=guards("unbalanced classes"),
         ),
         # one rate per snapshot: a model's time axis means one thing
-        gxe.ExpectColumnValuesToBeInSet(
-            column="sample_rate",
-            value_set=[rate],
-            description=f"Every clip is at {rate} Hz, as the manifest declares.",
-            meta=guards("wrong sample rate"),
+        expect.equals(
+            "sample_rate",
+            rate,
+            "wrong sample rate",
+            f"Every clip is at {rate} Hz, as the manifest declares.",
         ),
         # one length per snapshot: the models take fixed-length clips
-        gxe.ExpectColumnValuesToBeInSet(
-            column="n_samples",
-            value_set=[length],
-            description=f"Every clip holds {length} samples, as the manifest declares.",
-            meta=guards("wrong clip length"),
+        expect.equals(
+            "n_samples",
+            length,
+            "wrong clip length",
+            f"Every clip holds {length} samples, as the manifest declares.",
         ),
         # a very quiet clip is mostly the noise floor (reported: quiet recordings exist)
-        gxe.ExpectColumnValuesToBeBetween(
-            column="peak_dbfs",
+        expect.between(
+            "peak_dbfs",
+            "quiet clips",
+            f"Every clip peaks above {MIN_PEAK_DBFS:g} dBFS.",
             min_value=MIN_PEAK_DBFS,
             severity=WARNING,
-            description=f"Every clip peaks above {MIN_PEAK_DBFS:g} dBFS.",
-            meta=guards("quiet clips"),
         ),
         # a dataset of mostly silence trains a generator of silence
-        gxe.ExpectColumnValuesToBeBetween(
-            column="silent_fraction",
+        expect.between(
+            "silent_fraction",
+            "mostly silence",
+            f"At most {MAX_MOSTLY_SILENT:.0%} of the clips are more than "
+            f"{MAX_SILENT_FRACTION:.0%} silent ({FRAME_SECONDS * 1000:g} ms frames below "
+            f"{SILENCE_DBFS:g} dBFS RMS).",
             max_value=MAX_SILENT_FRACTION,
             mostly=1.0 - MAX_MOSTLY_SILENT,
-            description=(
-                f"At most {MAX_MOSTLY_SILENT:.0%} of the clips are more than "
-                f"{MAX_SILENT_FRACTION:.0%} silent ({FRAME_SECONDS * 1000:g} ms frames below "
-                f"{SILENCE_DBFS:g} dBFS RMS)."
-            ),
-            meta=guards("mostly silence"),
         ),
         # clipped recordings teach a generator distortion
-        gxe.ExpectColumnValuesToBeBetween(
-            column="clipped_fraction",
+        expect.between(
+            "clipped_fraction",
+            "clipping",
+            f"At most {MAX_CLIPPED_FRACTION:.1%} of a clip's samples are at full scale.",
             max_value=MAX_CLIPPED_FRACTION,
             severity=WARNING,
-            description=(
-                f"At most {MAX_CLIPPED_FRACTION:.1%} of a clip's samples are at full scale."
-            ),
-            meta=guards("clipping"),
         ),
         # a DC offset is an artefact of the recorder, and wastes a generator's range
-        gxe.ExpectColumnValuesToBeBetween(
-            column="dc_offset",
+        expect.between(
+            "dc_offset",
+            "DC offset",
+            f"Every clip's mean is within {MAX_DC_OFFSET:.0%} of full scale of 0.",
             max_value=MAX_DC_OFFSET,
             severity=WARNING,
-            description=f"Every clip's mean is within {MAX_DC_OFFSET:.0%} of full scale of 0.",
-            meta=guards("DC offset"),
         ),
         # the same clip in train and validation inflates held-out scores
-        gxe.ExpectColumnValuesToBeBetween(
-            column="in_both_splits",
-            min_value=0,
-            max_value=0,
-            description="No clip is in both splits: that would inflate held-out scores.",
-            meta=guards("train/validation overlap"),
+        expect.zero(
+            "in_both_splits",
+            "train/validation overlap",
+            "No clip is in both splits: that would inflate held-out scores.",
         ),
-        # a dataset that is mostly repeats trains a model to copy them
-        gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
-            column="id",
-            min_value=1.0 - MAX_DUPLICATE_RATIO,
-            description=(
-                f"At most {MAX_DUPLICATE_RATIO:.0%} of the clips are repeats: "
-                "a model trained on mostly repeats learns to copy them."
-            ),
-            meta=guards("duplicate ratio"),
-        ),
-        # ids are content hashes: a repeat is an exact duplicate clip (reported, not blocking)
-        gxe.ExpectColumnValuesToBeUnique(
-            column="id",
-            severity=WARNING,
-            description="Each clip appears once; a few exact repeats are reported, not blocked.",
-            meta=guards("duplicate clips"),
-        ),
+        # a dataset that is mostly repeats trains a model to copy them; a few are reported
+        *expect.few_repeats("clip", "clips", MAX_DUPLICATE_RATIO),
     ]
 
 

@@ -19,7 +19,8 @@ import pandas as pd
 import pyarrow as pa
 
 from aigc_core.data.snapshot import pixel_values
-from data_contracts.common import CRITICAL, SPLITS, WARNING, guards, in_both_splits
+from data_contracts import expect
+from data_contracts.common import CRITICAL, WARNING, in_both_splits
 
 MAX_DUPLICATE_RATIO = 0.1  # a few repeated images are tolerated (and warned about)
 
@@ -76,116 +77,63 @@ def profile(table: pa.Table) -> pd.DataFrame:
 
 def expectations(manifest: dict) -> list:
     """The suite for an image snapshot whose manifest declares its shape and label set."""
-    import great_expectations.expectations as gxe
-
     c, h, w = manifest["image_shape"]
-    labels = manifest["label_set"]
-
     return [
         # an empty snapshot passes every per-row check below: demand rows
-        gxe.ExpectTableRowCountToBeBetween(
-            min_value=1,
-            description="The snapshot has at least one image (per-row checks pass on no rows).",
-            meta=guards("empty dataset"),
-        ),
-        # training and the evaluator both need data in each split
-        gxe.ExpectColumnDistinctValuesToContainSet(
-            column="split",
-            value_set=SPLITS,
-            description="Both the train and the validation split hold images.",
-            meta=guards("an empty train or validation split"),
-        ),
-        # splits are only these two names
-        gxe.ExpectColumnValuesToBeInSet(
-            column="split",
-            value_set=SPLITS,
-            description="Every image is in the train or the validation split, no other.",
-            meta=guards("unknown split names"),
-        ),
-        # an unlabeled image cannot train or score the evaluator
-        gxe.ExpectColumnValuesToNotBeNull(
-            column="label",
-            description="Every image has a label: the evaluator cannot score an unlabeled one.",
-            meta=guards("missing labels"),
-        ),
-        # labels outside the declared set break the classifier head
-        gxe.ExpectColumnValuesToBeInSet(
-            column="label",
-            value_set=labels,
-            description="Every label is in the label set the manifest declares.",
-            meta=guards("labels out of range"),
-        ),
+        expect.has_rows("The snapshot has at least one image (per-row checks pass on no rows)."),
+        # training and the evaluator both need data in each split, and splits have two names
+        *expect.both_splits("image", "images"),
+        # an unlabeled image, or one outside the declared set, cannot train or score the evaluator
+        *expect.declared_labels("image", manifest["label_set"]),
         # NaN or inf pixels poison every gradient
-        gxe.ExpectColumnValuesToBeBetween(
-            column="n_nonfinite",
-            min_value=0,
-            max_value=0,
-            description="No pixel is NaN or infinite: one would poison every gradient.",
-            meta=guards("NaN or infinite pixels"),
+        expect.zero(
+            "n_nonfinite",
+            "NaN or infinite pixels",
+            "No pixel is NaN or infinite: one would poison every gradient.",
         ),
         # pixels are in [0, 1] once scaled (uint8 / 255; format 1 floats as stored)
-        gxe.ExpectColumnValuesToBeBetween(
-            column="pixel_min",
+        expect.between(
+            "pixel_min",
+            "pixels below 0",
+            "No pixel is below 0 (pixels are in [0, 1] once scaled).",
             min_value=0.0,
-            description="No pixel is below 0 (pixels are in [0, 1] once scaled).",
-            meta=guards("pixels below 0"),
         ),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="pixel_max",
+        expect.between(
+            "pixel_max",
+            "pixels above 1",
+            "No pixel is above 1 (pixels are in [0, 1] once scaled).",
             max_value=1.0,
-            description="No pixel is above 1 (pixels are in [0, 1] once scaled).",
-            meta=guards("pixels above 1"),
         ),
         # every image has the declared shape, and its pixel list matches that shape
-        gxe.ExpectColumnValuesToBeInSet(
-            column="height",
-            value_set=[h],
-            description=f"Every image is {h} pixels high, as the manifest declares.",
-            meta=guards("wrong height"),
+        expect.equals(
+            "height",
+            h,
+            "wrong height",
+            f"Every image is {h} pixels high, as the manifest declares.",
         ),
-        gxe.ExpectColumnValuesToBeInSet(
-            column="width",
-            value_set=[w],
-            description=f"Every image is {w} pixels wide, as the manifest declares.",
-            meta=guards("wrong width"),
+        expect.equals(
+            "width", w, "wrong width", f"Every image is {w} pixels wide, as the manifest declares."
         ),
-        gxe.ExpectColumnValuesToBeInSet(
-            column="channels",
-            value_set=[c],
-            description=f"Every image has {c} channel(s), as the manifest declares.",
-            meta=guards("wrong channel count"),
+        expect.equals(
+            "channels",
+            c,
+            "wrong channel count",
+            f"Every image has {c} channel(s), as the manifest declares.",
         ),
-        gxe.ExpectColumnValuesToBeInSet(
-            column="n_values",
-            value_set=[c * h * w],
-            description=f"Every pixel list holds {c * h * w} values ({c}x{h}x{w}).",
-            meta=guards("pixel list length does not match the shape"),
+        expect.equals(
+            "n_values",
+            c * h * w,
+            "pixel list length does not match the shape",
+            f"Every pixel list holds {c * h * w} values ({c}x{h}x{w}).",
         ),
         # the same image in train and validation inflates held-out scores
-        gxe.ExpectColumnValuesToBeBetween(
-            column="in_both_splits",
-            min_value=0,
-            max_value=0,
-            description="No image is in both splits: that would inflate held-out scores.",
-            meta=guards("train/validation overlap"),
+        expect.zero(
+            "in_both_splits",
+            "train/validation overlap",
+            "No image is in both splits: that would inflate held-out scores.",
         ),
-        # a dataset that is mostly repeats trains a model to copy them
-        gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
-            column="id",
-            min_value=1.0 - MAX_DUPLICATE_RATIO,
-            description=(
-                f"At most {MAX_DUPLICATE_RATIO:.0%} of the images are repeats: "
-                "a model trained on mostly repeats learns to copy them."
-            ),
-            meta=guards("duplicate ratio"),
-        ),
-        # ids are content hashes: a repeat is an exact duplicate image (reported, not blocking)
-        gxe.ExpectColumnValuesToBeUnique(
-            column="id",
-            severity=WARNING,
-            description="Each image appears once; a few exact repeats are reported, not blocked.",
-            meta=guards("duplicate images"),
-        ),
+        # a dataset that is mostly repeats trains a model to copy them; a few are reported
+        *expect.few_repeats("image", "images", MAX_DUPLICATE_RATIO),
     ]
 
 

@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from aigc_core.data.text import CONTROL, EMAIL, PHONE
-from data_contracts.common import CRITICAL, SPLITS, WARNING, guards, in_both_splits
+from data_contracts import expect
+from data_contracts.common import CRITICAL, WARNING, guards, in_both_splits
 
 MAX_DUPLICATE_RATIO = 0.0  # exact duplicates are removed at ingest: any left is a bug
 
@@ -50,40 +51,22 @@ def expectations(manifest: dict) -> list:
     lo, hi = manifest["text_bounds"]["min_chars"], manifest["text_bounds"]["max_chars"]
     return [
         # an empty snapshot passes every per-row check below: demand rows
-        gxe.ExpectTableRowCountToBeBetween(
-            min_value=1,
-            description="The snapshot has at least one document (per-row checks pass on none).",
-            meta=guards("empty dataset"),
-        ),
-        # training and perplexity both need documents in each split
-        gxe.ExpectColumnDistinctValuesToContainSet(
-            column="split",
-            value_set=SPLITS,
-            description="Both the train and the validation split hold documents.",
-            meta=guards("an empty train or validation split"),
-        ),
-        # splits are only these two names
-        gxe.ExpectColumnValuesToBeInSet(
-            column="split",
-            value_set=SPLITS,
-            description="Every document is in the train or the validation split, no other.",
-            meta=guards("unknown split names"),
-        ),
+        expect.has_rows("The snapshot has at least one document (per-row checks pass on none)."),
+        # training and perplexity both need documents in each split, and splits have two names
+        *expect.both_splits("document", "documents"),
         # a missing document would reach the tokenizer as None
-        gxe.ExpectColumnValuesToBeBetween(
-            column="is_null",
-            min_value=0,
-            max_value=0,
-            description="No document is missing: it would reach the tokenizer as None.",
-            meta=guards("missing texts"),
+        expect.zero(
+            "is_null",
+            "missing texts",
+            "No document is missing: it would reach the tokenizer as None.",
         ),
         # documents are non-empty and no longer than the reader's bound
-        gxe.ExpectColumnValuesToBeBetween(
-            column="n_chars",
+        expect.between(
+            "n_chars",
+            "text length out of bounds",
+            f"Every document is {lo} to {hi} characters long (the reader's bounds).",
             min_value=lo,
             max_value=hi,
-            description=f"Every document is {lo} to {hi} characters long (the reader's bounds).",
-            meta=guards("text length out of bounds"),
         ),
         # ids are content hashes: repeats are exact duplicates, which ingest removes
         gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
@@ -93,36 +76,26 @@ def expectations(manifest: dict) -> list:
             meta=guards("duplicate ratio"),
         ),
         # the same document in train and validation inflates validation scores
-        gxe.ExpectColumnValuesToBeBetween(
-            column="in_both_splits",
-            min_value=0,
-            max_value=0,
-            description="No document is in both splits: that would inflate validation scores.",
-            meta=guards("train/validation overlap"),
+        expect.zero(
+            "in_both_splits",
+            "train/validation overlap",
+            "No document is in both splits: that would inflate validation scores.",
         ),
-        # cleaning strips control characters (NUL included)
-        gxe.ExpectColumnValuesToBeBetween(
-            column="n_control",
-            min_value=0,
-            max_value=0,
-            description="No control character (NUL included) is left after cleaning.",
-            meta=guards("control characters"),
+        # cleaning strips control characters (NUL included) and masks personal data
+        expect.zero(
+            "n_control",
+            "control characters",
+            "No control character (NUL included) is left after cleaning.",
         ),
-        # cleaning masks e-mail addresses
-        gxe.ExpectColumnValuesToBeBetween(
-            column="n_emails",
-            min_value=0,
-            max_value=0,
-            description="No e-mail address is left unmasked after cleaning.",
-            meta=guards("unmasked e-mail addresses"),
+        expect.zero(
+            "n_emails",
+            "unmasked e-mail addresses",
+            "No e-mail address is left unmasked after cleaning.",
         ),
-        # cleaning masks phone numbers
-        gxe.ExpectColumnValuesToBeBetween(
-            column="n_phones",
-            min_value=0,
-            max_value=0,
-            description="No phone number is left unmasked after cleaning.",
-            meta=guards("unmasked phone numbers"),
+        expect.zero(
+            "n_phones",
+            "unmasked phone numbers",
+            "No phone number is left unmasked after cleaning.",
         ),
         # very short documents teach little; reported, not blocking
         gxe.ExpectColumnMeanToBeBetween(

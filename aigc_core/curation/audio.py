@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from aigc_core import audio
-from aigc_core.curation.images import rejected_by_reason, wrong_class
+from aigc_core.curation.decisions import Reasons, flag_evaluator, rejected_by_reason, train_scores
 from aigc_core.curation.policy import AUDIO_HASH_BITS, AudioPolicy
 
 __all__ = [
@@ -166,41 +166,25 @@ def decide_audio(scores: pd.DataFrame, policy: AudioPolicy) -> pd.DataFrame:
     """Add `duplicate_of`, `kept` and `reason` (all reasons, `;`-separated, empty when kept).
     Rows must be in batch order: of two near-duplicates the later one is rejected."""
     df = scores.copy()
-    reasons: list[list[str]] = [[] for _ in range(len(df))]
+    reasons = Reasons(len(df))
 
     def above(column: str, limit: float | None, reason: str, absolute: bool = False) -> None:
-        if limit is None:
-            return
-        v = df[column].to_numpy()
-        for i in np.flatnonzero((np.abs(v) if absolute else v) > limit):
-            reasons[i].append(f"{reason}>{limit:g}")
+        if limit is not None:
+            v = df[column].to_numpy()
+            reasons.flag((np.abs(v) if absolute else v) > limit, f"{reason}>{limit:g}")
 
     above("silence_fraction", policy.max_silence_fraction, "silent")
     above("clipping_fraction", policy.max_clipping_fraction, "clipped")
     above("dc_offset", policy.max_dc_offset, "dc_offset", absolute=True)
-    if policy.min_confidence is not None:
-        for i in np.flatnonzero(df["confidence"].to_numpy() < policy.min_confidence):
-            reasons[i].append(f"low_confidence<{policy.min_confidence:g}")
-    if policy.require_requested_class and "requested_label" in df:
-        for i in np.flatnonzero(wrong_class(df["requested_label"], df["predicted_label"])):
-            reasons[i].append("wrong_class")
+    flag_evaluator(reasons, df, policy)
     dup = np.full(len(df), -1, dtype=np.int64)
     if policy.max_duplicate_bits is not None and len(df):
         dup = duplicate_of(df["fingerprint"], policy.max_duplicate_bits)
-        for i in np.flatnonzero(dup >= 0):
-            reasons[i].append("duplicate")
+        reasons.flag(dup >= 0, "duplicate")
     if policy.max_train_similarity is not None:
-        s = df["train_similarity"].to_numpy()
-        if np.isnan(s).any():
-            raise ValueError(
-                "the policy checks memorization (max_train_similarity) but some clips have no "
-                "train_similarity: score them against the training set, or set it to null"
-            )
+        train_scores(df, "train_similarity", "max_train_similarity", "clips")
         above("train_similarity", policy.max_train_similarity, "memorized")
-    df["duplicate_of"] = dup
-    df["reason"] = [";".join(r) for r in reasons]
-    df["kept"] = df["reason"] == ""
-    return df
+    return reasons.decided(df, dup)
 
 
 def curate_audio(

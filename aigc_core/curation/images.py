@@ -26,7 +26,18 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
+from aigc_core.curation.decisions import Reasons, flag_evaluator, rejected_by_reason, train_scores
 from aigc_core.curation.policy import ImagePolicy
+
+__all__ = [
+    "curate_images",
+    "decide_images",
+    "duplicate_of",
+    "nearest_distance",
+    "phash",
+    "rejected_by_reason",
+    "score_images",
+]
 
 
 def phash(images_u8: np.ndarray) -> np.ndarray:
@@ -107,38 +118,16 @@ def decide_images(scores: pd.DataFrame, policy: ImagePolicy) -> pd.DataFrame:
     `requested_label` column (null: no class asked), an item predicted as another class than
     the one asked is wrong_class (`policy.require_requested_class`)."""
     df = scores.copy()
-    reasons: list[list[str]] = [[] for _ in range(len(df))]
-    if policy.min_confidence is not None:
-        for i in np.flatnonzero(df["confidence"].to_numpy() < policy.min_confidence):
-            reasons[i].append(f"low_confidence<{policy.min_confidence:g}")
-    if policy.require_requested_class and "requested_label" in df:
-        for i in np.flatnonzero(wrong_class(df["requested_label"], df["predicted_label"])):
-            reasons[i].append("wrong_class")
+    reasons = Reasons(len(df))
+    flag_evaluator(reasons, df, policy)
     dup = np.full(len(df), -1, dtype=np.int64)
     if policy.max_duplicate_bits is not None:
         dup = duplicate_of(df["phash"].to_numpy().view(np.uint64), policy.max_duplicate_bits)
-        for i in np.flatnonzero(dup >= 0):
-            reasons[i].append("duplicate")
+        reasons.flag(dup >= 0, "duplicate")
     if policy.min_train_distance is not None:
-        d = df["train_distance"].to_numpy()
-        if np.isnan(d).any():
-            raise ValueError(
-                "the policy checks memorization (min_train_distance) but some items have no "
-                "train_distance: score them against the training set, or set it to null"
-            )
-        for i in np.flatnonzero(d < policy.min_train_distance):
-            reasons[i].append(f"memorized<{policy.min_train_distance:g}")
-    df["duplicate_of"] = dup
-    df["reason"] = [";".join(r) for r in reasons]
-    df["kept"] = df["reason"] == ""
-    return df
-
-
-def wrong_class(requested: pd.Series, predicted: pd.Series) -> np.ndarray:
-    """(N,) bool: a class was asked (not null) and the prediction is another one."""
-    asked = requested.notna().to_numpy()
-    req = requested.fillna(-1).to_numpy(dtype=np.int64)
-    return asked & (req != predicted.to_numpy(dtype=np.int64))
+        d = train_scores(df, "train_distance", "min_train_distance", "items")
+        reasons.flag(d < policy.min_train_distance, f"memorized<{policy.min_train_distance:g}")
+    return reasons.decided(df, dup)
 
 
 def curate_images(
@@ -151,11 +140,3 @@ def curate_images(
     if train is None and policy.min_train_distance is not None:
         policy = ImagePolicy(**{**policy.to_dict(), "min_train_distance": None})
     return decide_images(score_images(images_u8, probs, train), policy)
-
-
-def rejected_by_reason(reasons: pd.Series) -> dict[str, int]:
-    """Counts per reason over rejected items (an item with two reasons counts in both)."""
-    r = reasons[reasons != ""]
-    if r.empty:
-        return {}
-    return {str(k): int(v) for k, v in r.str.split(";").explode().value_counts().items()}

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from aigc_core.curation.decisions import Reasons
 from aigc_core.curation.policy import PII_PATTERNS, TextPolicy
 
 _WORD = re.compile(r"\w+(?:['’]\w+)*", re.UNICODE)
@@ -206,12 +207,8 @@ def score_texts(
 def decide_texts(texts: Sequence[str], scores: pd.DataFrame, policy: TextPolicy) -> pd.DataFrame:
     """Add `duplicate_of`, `kept` and `reason` (all reasons, `;`-separated, empty when kept)."""
     df = scores.copy()
-    reasons: list[list[str]] = [[] for _ in range(len(df))]
-
-    def flag(mask, reason: str) -> None:
-        for i in np.flatnonzero(np.asarray(mask)):
-            reasons[i].append(reason)
-
+    reasons = Reasons(len(df))
+    flag = reasons.flag
     if policy.min_words is not None:
         flag(df["words"] < policy.min_words, f"too_short<{policy.min_words}")
     if policy.max_words is not None:
@@ -265,10 +262,7 @@ def decide_texts(texts: Sequence[str], scores: pd.DataFrame, policy: TextPolicy)
                 "no training text was given: pass it, or set max_train_ngram_fraction to null"
             )
         flag(frac > policy.max_train_ngram_fraction, f"train_{policy.train_ngram}gram_overlap")
-    df["duplicate_of"] = dup
-    df["reason"] = [";".join(r) for r in reasons]
-    df["kept"] = df["reason"] == ""
-    return df
+    return reasons.decided(df, dup)
 
 
 def curate_texts(
