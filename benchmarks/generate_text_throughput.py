@@ -25,12 +25,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import time
 from pydoc_data.topics import topics
 
 import torch
-from common import sync
+from common import machine_load, sync
 
 from aigc_core import families
 from aigc_core.generation.text import TextGenerator
@@ -125,9 +124,7 @@ def main() -> None:
                 "repeats": a.repeats,
                 "weights": "random (seeded)",
                 "device": str(device),
-                "threads": torch.get_num_threads(),
-                "cpus": os.cpu_count(),
-                "loadavg_1m": round(os.getloadavg()[0], 2),  # other work competing for the CPU
+                **machine_load(),  # threads, cpus, load: other work competing for the CPU
             }
         )
     )

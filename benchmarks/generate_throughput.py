@@ -23,11 +23,10 @@ import argparse
 import copy
 import json
 import logging
-import os
 import time
 
 import torch
-from common import add_isa_option, isa_name, matmul_peak_gflops, run_at_isa, sync
+from common import add_isa_option, isa_name, machine_load, matmul_peak_gflops, run_at_isa, sync
 from torch.utils.flop_counter import FlopCounterMode
 
 from aigc_core.generation.images import generate_images
@@ -109,9 +108,7 @@ def main() -> None:
         "device": str(device),
         "batch_size": a.batch_size,
         "n": a.n,
-        "threads": torch.get_num_threads(),
-        "cpus": os.cpu_count(),
-        "loadavg_1m": round(os.getloadavg()[0], 2),  # other work competing for the CPU
+        **machine_load(),  # threads, cpus, load: other work competing for the CPU
     }
     if a.isa:  # the same, capped at a smaller instruction set, after this run
         result[a.isa] = run_at_isa(a.isa)
