@@ -51,7 +51,8 @@ from aigc_core.content.schema import (
 )
 from aigc_core.content.shard import part_ok
 from aigc_core.curation.audio import decide_audio
-from aigc_core.curation.images import decide_images, rejected_by_reason
+from aigc_core.curation.decisions import rejected_by_reason
+from aigc_core.curation.images import decide_images
 from aigc_core.curation.policy import Policy
 from aigc_core.curation.text import decide_texts
 from aigc_core.data.snapshot import SnapshotError, find_snapshot

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from aigc_core import audio
-from aigc_core.curation.decisions import Reasons, flag_evaluator, rejected_by_reason, train_scores
+from aigc_core.curation.decisions import Reasons, flag_evaluator, train_scores
 from aigc_core.curation.policy import AUDIO_HASH_BITS, AudioPolicy
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "curate_audio",
     "decide_audio",
     "mel_vectors",
-    "rejected_by_reason",
     "score_audio",
 ]
 

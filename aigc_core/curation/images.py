@@ -26,7 +26,7 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
-from aigc_core.curation.decisions import Reasons, flag_evaluator, rejected_by_reason, train_scores
+from aigc_core.curation.decisions import Reasons, flag_evaluator, train_scores
 from aigc_core.curation.policy import ImagePolicy
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "duplicate_of",
     "nearest_distance",
     "phash",
-    "rejected_by_reason",
     "score_images",
 ]
 

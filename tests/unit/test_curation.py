@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from aigc_core.curation.decisions import rejected_by_reason
 from aigc_core.curation.images import curate_images
 from aigc_core.curation.policy import ImagePolicy
 
@@ -42,7 +43,6 @@ from aigc_core.curation.images import (  # noqa: E402
     duplicate_of,
     nearest_distance,
     phash,
-    rejected_by_reason,
     score_images,
 )
 from aigc_core.curation.policy import Policy, PolicyError, load_policy  # noqa: E402

@@ -13,9 +13,9 @@ from aigc_core.curation.audio import (
     curate_audio,
     decide_audio,
     mel_vectors,
-    rejected_by_reason,
     score_audio,
 )
+from aigc_core.curation.decisions import rejected_by_reason
 
 SR, L = 8000, 4096
 

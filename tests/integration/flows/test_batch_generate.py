@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from aigc_core.atomic import sha256_file
-from aigc_core.curation.images import rejected_by_reason
+from aigc_core.curation.decisions import rejected_by_reason
 from flows.batch_generate import run_batch_generate
 from flows.nightly import nightly_retrain
 

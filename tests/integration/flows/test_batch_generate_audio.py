@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import soundfile
 
-from aigc_core.curation.images import rejected_by_reason
+from aigc_core.curation.decisions import rejected_by_reason
 from aigc_core.generation.labels import LabelsError
 from flows.batch_generate import run_batch_generate
 from flows.nightly import nightly_retrain

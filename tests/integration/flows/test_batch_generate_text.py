@@ -13,7 +13,7 @@ import pytest
 
 import aigc_core.content.shard as shard
 from aigc_core import families
-from aigc_core.curation.images import rejected_by_reason
+from aigc_core.curation.decisions import rejected_by_reason
 from aigc_core.models.io import CONFIG, WEIGHTS
 from aigc_core.paths import Home
 from flows.batch_generate import run_batch_generate
